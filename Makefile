@@ -1,0 +1,46 @@
+# Everything a fresh clone needs is installed from here: only Python 3.11 must be present.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck unit bench clean browser
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
+	  { echo "Python 3.11 or newer is needed: install it, or set PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/journey demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check engine workers tests bench
+	$(BIN)/ruff format --check engine workers tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# The browser tests drive Debian's headless Chromium; install it when it is missing and we may.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "could not install chromium: the browser tests will say so"; \
+	    else echo "chromium is not installed: the browser tests will say so"; fi; }
+
+unit: $(STAMP) browser
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+bench: $(STAMP)
+	$(BIN)/python bench/evaluate.py
+
+clean:
+	rm -rf $(VENV) journey.db outbox .mypy_cache .pytest_cache .ruff_cache

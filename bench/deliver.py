@@ -1,0 +1,275 @@
+"""Benchmark: end-to-end delivery through real Celery workers, against Celery's own per-task cost.
+
+    python bench/deliver.py [--sends 20000] [--workers 2]
+
+N due sends are delivered to a local SMTP server (aiosmtpd) by worker processes on Redis, with
+batches of send ids per task; in the same run, N no-op tasks are enqueued one per message and
+drained by the same workers. Prints both rates and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from sqlalchemy import func, select, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine.db import make_engine, upgrade  # noqa: E402
+from engine.dispatch import celery_enqueuer, dispatch_due  # noqa: E402
+from engine.schema import customers, enrollments, sends  # noqa: E402
+from engine.settings import Settings  # noqa: E402
+from tests.smtp import Recorder, free_port  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get("JOURNEY_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+BROKER = os.environ.get("JOURNEY_BENCH_BROKER", "redis://127.0.0.1:6379/12")
+
+
+def seed(engine, n: int, now: datetime) -> None:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        conn.execute(
+            customers.insert(),
+            [
+                {
+                    "external_id": f"b{i}",
+                    "email": f"b{i}@example.com",
+                    "first_name": f"B{i}",
+                    "attributes": {},
+                    "salt": i,
+                    "referral_code": f"R{i:07d}",
+                    "created_at": now,
+                    "stage": "decision",
+                }
+                for i in range(n)
+            ],
+        )
+        ids = [r[0] for r in conn.execute(select(customers.c.id).order_by(customers.c.id))]
+        conn.execute(
+            enrollments.insert(),
+            [
+                {
+                    "rule_id": "cart_abandonment",
+                    "customer_id": cid,
+                    "occurrence": cid,
+                    "entered_at": now,
+                    "tick_at": now,
+                    "position": None,
+                    "due_at": now,
+                    "status": "done",
+                    "bucket": 0,
+                }
+                for cid in ids
+            ],
+        )
+        eids = dict(conn.execute(select(enrollments.c.customer_id, enrollments.c.id)).all())
+        conn.execute(
+            sends.insert(),
+            [
+                {
+                    "rule_id": "cart_abandonment",
+                    "step": "0",
+                    "customer_id": cid,
+                    "occurrence": cid,
+                    "enrollment_id": eids[cid],
+                    "template": "cart_reminder",
+                    "channel": "email",
+                    "transactional": False,
+                    "priority": 0,
+                    "due_at": now,
+                    "created_at": now,
+                    "status": "due",
+                    "attempts": 0,
+                }
+                for cid in ids
+            ],
+        )
+
+
+class Sink(Recorder):
+    """An SMTP server that keeps only each message's Message-ID: as cheap as a server can be, so
+    that the figures measure Journey, not the test server."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: list[bytes] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        found = MESSAGE_ID.search(envelope.content)
+        self.ids.append(found.group(1) if found else b"")
+        return "250 OK"
+
+
+MESSAGE_ID = re.compile(rb"^Message-ID: (<[^>]+>)", re.M | re.I)
+
+
+@contextmanager
+def sink() -> Iterator[tuple[Sink, int]]:
+    server = Sink()
+    port = free_port()
+    controller = Controller(server, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield server, port
+    finally:
+        controller.stop()
+
+
+def wait(what: str, done: Any, log: Path, stall: float = 120.0) -> None:
+    """Poll `done()` (which returns how much is left) until nothing is; give up on no progress."""
+    left, since = done(), time.monotonic()
+    while left:
+        time.sleep(0.05)
+        now_left = done()
+        if now_left != left:
+            left, since = now_left, time.monotonic()
+        elif time.monotonic() - since > stall:
+            raise SystemExit(
+                f"{what}: {left} left and no progress for {stall:.0f} s; see the worker log {log}"
+            )
+
+
+def workers(settings: Settings, count: int, rules_dir: Path, log: Path) -> list[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "JOURNEY_DATABASE_URL": settings.database_url,
+        "JOURNEY_BROKER_URL": BROKER,
+        "JOURNEY_EMAIL_URL": settings.email_url,
+        "JOURNEY_RULES_DIR": str(rules_dir),
+        "JOURNEY_TEMPLATES_DIR": str(ROOT / "message_templates"),
+        "JOURNEY_SECRET_KEY": "bench",
+    }
+    out = log.open("ab")  # one JSON line per send, and any error
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers",
+                "worker",
+                "-Q",
+                "email",
+                "--concurrency",
+                "1",
+                "--loglevel",
+                "ERROR",
+                "-n",
+                f"bench{i}@%h",
+                "--without-heartbeat",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=out,
+        )
+        for i in range(count)
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sends", type=int, default=20_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=200, help="send ids per task")
+    args = parser.parse_args()
+    import redis
+
+    redis.Redis.from_url(BROKER).flushdb()
+    name = f"journey_bench_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    engine = make_engine(url)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        upgrade(engine)
+        now = datetime.now(UTC) - timedelta(minutes=1)
+        seed(engine, args.sends, now)
+        rules_dir = Path(tempfile.mkdtemp())
+        (rules_dir / "stages.yaml").write_text((ROOT / "rules" / "stages.yaml").read_text())
+        (rules_dir / "cart.yaml").write_text((ROOT / "rules" / "cart_abandonment.yaml").read_text())
+        with sink() as (recorder, port):
+            settings = Settings(
+                database_url=url,
+                broker_url=BROKER,
+                email_url=f"smtp://127.0.0.1:{port}",
+                rules_dir=rules_dir,
+                secret_key="bench",
+            )
+            log = rules_dir / "workers.log"
+            procs = workers(settings, args.workers, rules_dir, log)
+            from workers.app import make_app
+
+            app = make_app(settings)
+            r = redis.Redis.from_url(BROKER)
+            for _ in range(4 * args.workers):  # warm up: every worker started and connected
+                app.send_task("workers.tasks.noop", args=[[0]], queue="email")
+            wait("warm-up", lambda: r.llen("email"), log)
+
+            t = time.perf_counter()
+            for i in range(args.sends):
+                app.send_task("workers.tasks.noop", args=[[i]], queue="email")
+            wait("no-op tasks", lambda: r.llen("email"), log)
+            noop_rate = args.sends / (time.perf_counter() - t)
+
+            t = time.perf_counter()
+            dispatch_due(
+                engine,
+                settings,
+                now=datetime.now(UTC),
+                enqueue=celery_enqueuer(settings),
+                batch_size=args.batch,
+                limit=args.sends,
+            )
+
+            def unsent() -> int:
+                with engine.connect() as conn:
+                    return int(
+                        conn.execute(
+                            select(func.count()).select_from(sends).where(sends.c.status != "sent")
+                        ).scalar_one()
+                    )
+
+            wait("delivery", unsent, log)
+            e2e_rate = args.sends / (time.perf_counter() - t)
+            assert len(recorder.ids) == len(set(recorder.ids)) == args.sends, (len(recorder.ids), args.sends)
+        print(
+            f"end-to-end delivery : {e2e_rate:>10,.0f} sends/s ({args.sends:,} emails to a local SMTP server, "
+            f"{args.workers} workers, {args.batch} ids per task)"
+        )
+        print(f"no-op Celery tasks  : {noop_rate:>10,.0f} tasks/s (one task per message, same workers)")
+        print(f"ratio               : {e2e_rate / noop_rate:>10.1f} x")
+        shutil.rmtree(rules_dir, ignore_errors=True)  # kept, with the worker log, when a run fails
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+if __name__ == "__main__":
+    main()

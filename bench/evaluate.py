@@ -1,0 +1,177 @@
+"""Benchmark: ingest, a full tick and an incremental tick, against a naive per-customer baseline.
+
+    python bench/evaluate.py                       # 100,000 customers on SQLite and PostgreSQL
+    python bench/evaluate.py --customers 1000000 --db postgres
+
+Prints, for each database: ingest events/s, the full tick (every customer's stage and every rule),
+the incremental tick after 1% of customers changed, and the same work done the naive way (customers
+loaded into Python and evaluated one by one, timed on a sample and extrapolated), with the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import naive  # noqa: E402
+from engine.db import make_engine, upgrade  # noqa: E402
+from engine.generate import ShopConfig, write_events  # noqa: E402
+from engine.ingest import ingest_file  # noqa: E402
+from engine.rules.loader import load_ruleset  # noqa: E402
+from engine.schema import customers  # noqa: E402
+from engine.tick import run_tick  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get("JOURNEY_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def fresh_database(kind: str, workdir: Path) -> tuple[str, object]:
+    if kind == "sqlite":
+        return f"sqlite:///{workdir / 'bench.db'}", None
+    name = f"journey_bench_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name, drop
+
+
+def run(
+    kind: str, customers_n: int, days: int, sample: int, events_file: Path, end: datetime
+) -> dict[str, float]:
+    workdir = Path(tempfile.mkdtemp(prefix="journey-bench-"))
+    url, drop = fresh_database(kind, workdir)
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+        ruleset = load_ruleset(ROOT / "rules", ROOT / "message_templates")
+        figures: dict[str, float] = {}
+
+        t = time.perf_counter()
+        with events_file.open() as fh:
+            result = ingest_file(engine, fh, name=str(events_file), received_at=end, on_error=lambda _m: None)
+        seconds = time.perf_counter() - t
+        figures["events"] = result.stored
+        figures["ingest_events_per_s"] = result.stored / seconds
+        if kind == "postgresql":
+            with engine.begin() as conn:
+                conn.execute(text("ANALYZE"))
+
+        t = time.perf_counter()
+        first = run_tick(engine, ruleset, now=end, full=True)
+        figures["full_tick_s"] = time.perf_counter() - t
+        figures["full_tick_entered"] = sum(first.entered.values())
+
+        # 1% of customers do something new in the next hour
+        with engine.connect() as conn:
+            ids = [r[0] for r in conn.execute(select(customers.c.external_id))]
+        rng = random.Random(7)
+        changed = rng.sample(ids, max(1, len(ids) // 100))
+        buf = io.StringIO()
+        for i, cid in enumerate(changed):
+            at = end + timedelta(minutes=1 + (i % 50))
+            for name in ("product_viewed", "cart_updated"):
+                buf.write(
+                    json.dumps(
+                        {
+                            "type": "track",
+                            "customer_id": cid,
+                            "event": name,
+                            "timestamp": at.isoformat(),
+                            "message_id": f"bench-{name}-{cid}",
+                            "properties": {"cart_value": 10.0},
+                        }
+                    )
+                    + "\n"
+                )
+        buf.seek(0)
+        ingest_file(engine, buf, name="changes", received_at=end, on_error=lambda _m: None)
+        t = time.perf_counter()
+        inc = run_tick(engine, ruleset, now=end + timedelta(hours=1))
+        figures["incremental_tick_s"] = time.perf_counter() - t
+        figures["incremental_new_events"] = inc.new_events
+        t = time.perf_counter()
+        run_tick(engine, ruleset, now=end + timedelta(hours=2))
+        figures["incremental_tick2_s"] = time.perf_counter() - t
+
+        # the naive baseline: load a sample into Python, evaluate per customer, extrapolate
+        with engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(customers)).scalar_one()
+            pick = [
+                r[0] for r in conn.execute(select(customers.c.id).order_by(customers.c.salt).limit(sample))
+            ]
+        t = time.perf_counter()
+        people = naive.load(engine, pick)
+        naive.evaluate(ruleset, people, end, end - timedelta(hours=24))
+        per_customer = (time.perf_counter() - t) / max(1, len(pick))
+        figures["naive_full_s"] = per_customer * total
+        figures["customers"] = total
+        return figures
+    finally:
+        engine.dispose()
+        if drop:
+            drop()  # type: ignore[operator]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--sample", type=int, default=2000, help="customers evaluated the naive way")
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    args = parser.parse_args()
+
+    start = datetime(2026, 11, 1, tzinfo=UTC) - timedelta(days=args.days)
+    end = start + timedelta(days=args.days)
+    events_file = Path(tempfile.mkdtemp(prefix="journey-bench-")) / "events.jsonl"
+    t = time.perf_counter()
+    with events_file.open("w") as out:
+        lines = write_events(
+            ShopConfig(customers=args.customers, days=args.days, seed=args.seed, start=start), out
+        )
+    print(f"generated {lines:,} events for {args.customers:,} customers in {time.perf_counter() - t:.1f} s")
+
+    kinds = (
+        ["sqlite", "postgresql"]
+        if args.db == "both"
+        else ["postgresql" if args.db == "postgres" else "sqlite"]
+    )
+    for kind in kinds:
+        f = run(kind, args.customers, args.days, args.sample, events_file, end)
+        print(f"\n== {kind}: {int(f['customers']):,} customers, {int(f['events']):,} events")
+        print(f"ingest            {f['ingest_events_per_s']:>12,.0f} events/s")
+        print(f"full tick         {f['full_tick_s']:>12.2f} s   ({int(f['full_tick_entered']):,} entered)")
+        print(
+            f"incremental tick  {f['incremental_tick_s']:>12.3f} s   ({int(f['incremental_new_events']):,} new events, 1% of customers)"
+        )
+        print(f"  next tick       {f['incremental_tick2_s']:>12.3f} s   (inactivity thresholds crossing)")
+        print(
+            f"naive baseline    {f['naive_full_s']:>12.2f} s   per evaluation of everyone (sample {args.sample:,}, extrapolated)"
+        )
+        print(f"ratio full        {f['naive_full_s'] / f['full_tick_s']:>12.1f} x faster than naive")
+        print(f"ratio incremental {f['naive_full_s'] / f['incremental_tick_s']:>12.1f} x faster than naive")
+    events_file.unlink()
+
+
+if __name__ == "__main__":
+    main()

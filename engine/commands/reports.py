@@ -1,0 +1,204 @@
+"""CLI commands: report, demo, simulate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from engine.cli import NOW_HELP, App, cli, parse_now, pass_app
+from engine.durations import parse_duration
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable figures")
+@click.option(
+    "--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), help="write a page with charts"
+)
+@click.option("--now", "now_text", metavar="ISO8601", help=NOW_HELP)
+@pass_app
+def report(app: App, as_json: bool, html_file: Path | None, now_text: str | None) -> None:
+    """Stage funnel, per-rule sends, opens, clicks, conversions and unsubscribes, NPS, cart recovery."""
+    from engine.commands.core import load_rules
+    from engine.report import build, render_text
+
+    r = build(app.engine, load_rules(app), now=parse_now(now_text))
+    if html_file is not None:
+        from engine.report_html import render_html
+
+        html_file.write_text(render_html(r), encoding="utf-8")
+        click.echo(f"wrote {html_file}", err=True)
+    if as_json:
+        click.echo(json.dumps(r.as_dict(), indent=2, default=str))
+    elif html_file is None:
+        click.echo(render_text(r))
+
+
+@cli.command()
+@click.option("--customers", default=2000, show_default=True)
+@click.option("--days", default=60, show_default=True)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--step", default="6h", show_default=True, help="virtual time between ticks")
+@pass_app
+def demo(app: App, customers: int, days: int, seed: int, step: str) -> None:
+    """The whole product on the embedded default: a generated shop replayed day by day through the
+    rules, emails written to the outbox, and a report."""
+    from engine.commands.core import load_rules
+    from engine.db import make_engine, upgrade
+    from engine.deliver import Deliverer
+    from engine.generate import ShopConfig, generate_events
+    from engine.replay import replay
+    from engine.report import build, render_text
+
+    settings = app.settings
+    url = settings.database_url
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+        click.echo(f"starting clean: {path} (removed if it existed)")
+    else:
+        raise click.ClickException(
+            "the demo runs on SQLite: unset JOURNEY_DATABASE_URL (or point it at sqlite:///…)"
+        )
+    outbox = settings.email_url[len("file://") :] if settings.email_url.startswith("file://") else None
+    if outbox:
+        shutil.rmtree(outbox, ignore_errors=True)
+    engine = make_engine(url)
+    app._engine = engine
+    upgrade(engine)
+    ruleset = load_rules(app)
+    config = ShopConfig(customers=customers, days=days, seed=seed)
+    from engine.channels.email import email_channel
+    from engine.channels.webhook import FileWebhookChannel
+
+    hooks = Path(outbox or ".") / "webhooks"
+    deliverer = Deliverer.create(
+        engine,
+        settings,
+        ruleset,
+        channels={"email": email_channel(settings.email_url), "webhook": FileWebhookChannel(hooks)},
+    )
+    started = time.perf_counter()
+    total_ticks = int(timedelta(days=days) / parse_duration(step))
+
+    def progress(tick: Any, stats: Any) -> None:
+        if stats.ticks % max(1, total_ticks // 20) == 0 or stats.ticks == total_ticks:
+            sent = stats.delivered.get("sent", 0)
+            click.echo(f"  {tick.now.date()}  {stats.events:>7,} events  {sent:>6,} emails sent", err=True)
+
+    click.echo(f"replaying {days} days of a {customers:,}-customer shop (seed {seed}), a tick every {step} …")
+    stats = replay(
+        engine,
+        settings,
+        ruleset,
+        generate_events(config),
+        start=config.begin,
+        end=config.end,
+        step=parse_duration(step),
+        deliverer=deliverer,
+        on_tick=progress,
+    )
+    seconds = time.perf_counter() - started
+    click.echo("")
+    click.echo(render_text(build(engine, ruleset, now=config.end)))
+    where = f" in {outbox}/ (open any .eml with a mail client)" if outbox else ""
+    click.echo(f"\n{stats.delivered.get('sent', 0):,} emails{where}; {stats.ticks} ticks in {seconds:.1f} s.")
+    click.echo(
+        "Try: journey explain c-0000042 --now "
+        + config.end.isoformat()
+        + "   |   journey report --html report.html"
+    )
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("--from", "from_text", required=True, metavar="ISO8601", help="start of the replay")
+@click.option("--to", "to_text", required=True, metavar="ISO8601", help="end of the replay")
+@click.option("--step", default="1h", show_default=True, help="virtual time between ticks")
+@pass_app
+def simulate(app: App, file: str, from_text: str, to_text: str, step: str) -> None:
+    """Replay FILE against the rules on a throwaway database: what would be sent, per rule and day,
+    and which sends the frequency cap and quiet hours would hold back. Sends nothing."""
+    from engine.channels.stub import StubEmailChannel
+    from engine.commands.core import load_rules
+    from engine.db import make_engine, upgrade
+    from engine.deliver import Deliverer
+    from engine.replay import replay
+    from engine.schema import sends
+
+    start, end = parse_now(from_text), parse_now(to_text)
+    if end <= start:
+        raise click.BadParameter("--to must be after --from")
+    ruleset = load_rules(app)
+    workdir = Path(tempfile.mkdtemp(prefix="journey-simulate-"))
+    engine = make_engine(f"sqlite:///{workdir / 'simulate.db'}")
+    try:
+        upgrade(engine)
+
+        class _Hook:
+            def post(self, *a: Any, **k: Any) -> str:
+                return "200 simulated"
+
+            def open(self) -> None: ...
+
+            def close(self) -> None: ...
+
+        deliverer = Deliverer.create(
+            engine,
+            app.settings.with_(secret_key="simulate"),
+            ruleset,
+            channels={"email": StubEmailChannel(), "webhook": _Hook()},
+        )
+        stream = sys.stdin if file == "-" else open(file, encoding="utf-8")  # noqa: SIM115
+        with stream:
+            items = (json.loads(line) for line in stream if line.strip())
+            replay(
+                engine,
+                app.settings,
+                ruleset,
+                items,
+                start=start,
+                end=end,
+                step=parse_duration(step),
+                deliverer=deliverer,
+            )
+        from sqlalchemy import select
+
+        per: dict[tuple[str, str], dict[str, int]] = {}
+        with engine.connect() as conn:
+            for rule_id, status, reason, due, sent_at in conn.execute(
+                select(sends.c.rule_id, sends.c.status, sends.c.reason, sends.c.due_at, sends.c.sent_at)
+            ):
+                day = (sent_at or due).date().isoformat()
+                row = per.setdefault(
+                    (day, rule_id), {"would send": 0, "frequency cap": 0, "quiet hours": 0, "other": 0}
+                )
+                if status == "sent":
+                    row["would send"] += 1
+                    if reason == "quiet_hours":
+                        row["quiet hours"] += 1
+                elif reason == "frequency_cap":
+                    row["frequency cap"] += 1
+                elif status == "due" and reason == "quiet_hours":
+                    row["quiet hours"] += 1
+                else:
+                    row["other"] += 1
+        click.echo(f"{'day':<12}{'rule':<30}{'would send':>11}{'freq. cap':>10}{'quiet hrs':>10}{'other':>7}")
+        for (day, rule_id), row in sorted(per.items()):
+            click.echo(
+                f"{day:<12}{rule_id:<30}{row['would send']:>11}{row['frequency cap']:>10}"
+                f"{row['quiet hours']:>10}{row['other']:>7}"
+            )
+        total = sum(r["would send"] for r in per.values())
+        click.echo(f"\n{total:,} messages would be sent; nothing was sent.")
+    finally:
+        engine.dispose()
+        shutil.rmtree(workdir, ignore_errors=True)

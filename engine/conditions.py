@@ -1,0 +1,298 @@
+"""Conditions compiled to SQL (CONTRACT section 4).
+
+`compile_condition` turns a condition model into a boolean SQLAlchemy expression correlated to
+`customers.c.id`, so that one statement evaluates it for every candidate customer at once. Each
+leaf is written to be false, never NULL, when data is missing, so `not:` means what it says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+)
+
+from engine.db import is_postgres, json_field
+from engine.rules.model import (
+    AllCondition,
+    AnyCondition,
+    AttributeCondition,
+    Compare,
+    EventCondition,
+    NotCondition,
+    StageCondition,
+    SubscribedCondition,
+)
+from engine.schema import customers, event_summary, events, unsubscribes
+
+#: attributes that are columns of `customers`; anything else lives in `customers.attributes`
+COLUMNS = {
+    "email": customers.c.email,
+    "phone": customers.c.phone,
+    "timezone": customers.c.timezone,
+    "locale": customers.c.locale,
+    "first_name": customers.c.first_name,
+    "stage": customers.c.stage,
+    "referral_code": customers.c.referral_code,
+    "id": customers.c.external_id,
+}
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """What a compiled condition needs: the connection (for its dialect) and the evaluation time."""
+
+    conn: Connection
+    now: datetime
+
+
+def compile_condition(cond: Any, ctx: Ctx) -> ColumnElement[bool]:
+    if isinstance(cond, AllCondition):
+        return and_(*(compile_condition(c, ctx) for c in cond.all))
+    if isinstance(cond, AnyCondition):
+        return or_(*(compile_condition(c, ctx) for c in cond.any))
+    if isinstance(cond, NotCondition):
+        return not_(compile_condition(cond.not_, ctx))
+    if isinstance(cond, AttributeCondition):
+        return _attribute(cond, ctx)
+    if isinstance(cond, EventCondition):
+        return _event(cond, ctx)
+    if isinstance(cond, StageCondition):
+        names = cond.names()
+        return and_(customers.c.stage.is_not(None), customers.c.stage.in_(names))
+    if isinstance(cond, SubscribedCondition):
+        return subscribed(cond.subscribed)
+    raise TypeError(f"not a condition: {cond!r}")
+
+
+def compile_all(conds: list[Any], ctx: Ctx) -> ColumnElement[bool]:
+    return and_(true(), *(compile_condition(c, ctx) for c in conds))
+
+
+def subscribed(channel: str, topic: str | None = None) -> ColumnElement[bool]:
+    """The customer may receive marketing on `channel` (and `topic`, when given)."""
+    topics = ["*"] if topic is None else ["*", topic]
+    opted_out = exists().where(
+        unsubscribes.c.customer_id == customers.c.id,
+        unsubscribes.c.channel.in_([channel, "*"]),
+        unsubscribes.c.topic.in_(topics),
+    )
+    if channel == "email":
+        return and_(customers.c.email.is_not(None), customers.c.email_suppressed_at.is_(None), ~opted_out)
+    return ~opted_out
+
+
+# --------------------------------------------------------------------------------- comparisons
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list) and value:
+        return _kind(value[0])
+    return "text"
+
+
+def _value_of(json_col: Any, key: str, op: str, value: Any, ctx: Ctx, column: Any = None) -> Any:
+    if column is not None:
+        return column
+    if op == "exists":
+        return json_field(ctx.conn, json_col, key, "any")
+    if op == "contains":
+        return json_field(ctx.conn, json_col, key, "text")
+    return json_field(ctx.conn, json_col, key, _kind(value))
+
+
+def compare(
+    expr: Any, op: str, value: Any, *, array: ColumnElement[bool] | None = None
+) -> ColumnElement[bool]:
+    """`expr OP value`, false (never NULL) when expr is missing, except for ne/not_in/exists: false."""
+    present: ColumnElement[bool] = expr.is_not(None)
+    if op == "exists":
+        missing: ColumnElement[bool] = expr.is_(None)
+        return present if value else missing
+    if op == "eq":
+        if value is None:
+            return and_(expr.is_(None))
+        if isinstance(value, list):
+            return and_(present, expr.in_(value))
+        return and_(present, expr == value)
+    if op == "ne":
+        if value is None:
+            return present
+        return or_(expr.is_(None), expr != value)
+    if op == "in":
+        return and_(present, expr.in_(list(value)))
+    if op == "not_in":
+        return or_(expr.is_(None), expr.not_in(list(value)))
+    if op == "contains":
+        text_match = and_(present, expr.contains(str(value), autoescape=True))
+        return or_(text_match, array) if array is not None else text_match
+    sql_op = {"gt": expr > value, "gte": expr >= value, "lt": expr < value, "lte": expr <= value}[op]
+    result: ColumnElement[bool] = and_(present, sql_op)
+    return result
+
+
+def _array_contains(ctx: Ctx, json_col: Any, key: str, value: Any) -> ColumnElement[bool]:
+    """The JSON value at `key` is an array that holds `value`."""
+    if is_postgres(ctx.conn):
+        import json
+
+        from sqlalchemy import cast
+        from sqlalchemy.dialects.postgresql import JSONB
+
+        contained: ColumnElement[bool] = json_col.op("->")(literal(key)).op("@>")(
+            cast(literal(json.dumps([value])), JSONB)
+        )
+        return contained
+    each = func.json_each(json_col, "$." + '"' + key.replace('"', '\\"') + '"').table_valued("value")
+    return exists(select(literal(1)).select_from(each).where(each.c.value == value))
+
+
+def _attribute(cond: AttributeCondition, ctx: Ctx) -> ColumnElement[bool]:
+    column = COLUMNS.get(cond.attribute)
+    op, value = cond.op, cond.value
+    expr = _value_of(customers.c.attributes, cond.attribute, op, value, ctx, column)
+    array = None
+    if op == "contains" and column is None:
+        array = _array_contains(ctx, customers.c.attributes, cond.attribute, value)
+    return compare(expr, op, value, array=array)
+
+
+def property_filter(where: dict[str, Compare], ctx: Ctx, props: Any = None) -> list[ColumnElement[bool]]:
+    """Filters on an event's properties (`where:`)."""
+    props = events.c.properties if props is None else props
+    out = []
+    for key, cmp in where.items():
+        op, value = cmp.op, cmp.value
+        expr = _value_of(props, key, op, value, ctx)
+        array = _array_contains(ctx, props, key, value) if op == "contains" else None
+        out.append(compare(expr, op, value, array=array))
+    return out
+
+
+# -------------------------------------------------------------------------------------- events
+
+
+def _event(cond: EventCondition, ctx: Ctx) -> ColumnElement[bool]:
+    # Fresh aliases: a condition may sit inside a query that already reads these tables (an
+    # inactivity trigger reads event_summary), and must correlate to the customer only.
+    ev = events.alias()
+    es = event_summary.alias()
+    since = ctx.now - cond.within if cond.within is not None else None
+    if cond.where:
+        filters = [
+            ev.c.customer_id == customers.c.id,
+            ev.c.name == cond.event,
+            ev.c.ts <= ctx.now,
+            *property_filter(cond.where, ctx, props=ev.c.properties),
+        ]
+        if since is not None:
+            filters.append(ev.c.ts > since)
+        if cond.count is None:
+            return exists().where(*filters)
+        counted = select(func.count()).where(*filters).scalar_subquery()
+        return compare(counted, cond.count.op, cond.count.value)
+    if cond.count is not None and since is not None:
+        counted = (
+            select(func.count())
+            .where(
+                ev.c.customer_id == customers.c.id,
+                ev.c.name == cond.event,
+                ev.c.ts > since,
+                ev.c.ts <= ctx.now,
+            )
+            .scalar_subquery()
+        )
+        return compare(counted, cond.count.op, cond.count.value)
+    if cond.count is not None:
+        stored = (
+            select(es.c.count)
+            .where(es.c.customer_id == customers.c.id, es.c.name == cond.event)
+            .scalar_subquery()
+        )
+        return compare(func.coalesce(stored, 0), cond.count.op, cond.count.value)
+    filters = [es.c.customer_id == customers.c.id, es.c.name == cond.event]
+    if since is not None:
+        filters.append(es.c.last_at > since)
+    return exists().where(*filters)
+
+
+def time_thresholds(cond: Any) -> set[tuple[str, float]]:
+    """(event, seconds) of every `within` of a condition: times when it can flip without new events."""
+    if isinstance(cond, AllCondition):
+        return set().union(*(time_thresholds(c) for c in cond.all))
+    if isinstance(cond, AnyCondition):
+        return set().union(*(time_thresholds(c) for c in cond.any))
+    if isinstance(cond, NotCondition):
+        return time_thresholds(cond.not_)
+    if isinstance(cond, EventCondition) and cond.within is not None:
+        return {(cond.event, cond.within.total_seconds())}
+    return set()
+
+
+def uses_attributes(cond: Any) -> bool:
+    """Whether a condition reads attributes or subscriptions (which change without events)."""
+    if isinstance(cond, AllCondition):
+        return any(uses_attributes(c) for c in cond.all)
+    if isinstance(cond, AnyCondition):
+        return any(uses_attributes(c) for c in cond.any)
+    if isinstance(cond, NotCondition):
+        return uses_attributes(cond.not_)
+    return isinstance(cond, AttributeCondition | SubscribedCondition)
+
+
+def describe(cond: Any) -> str:
+    """A condition written back the way a marketer wrote it, on one line."""
+    if isinstance(cond, AllCondition):
+        return "all of (" + "; ".join(describe(c) for c in cond.all) + ")"
+    if isinstance(cond, AnyCondition):
+        return "any of (" + "; ".join(describe(c) for c in cond.any) + ")"
+    if isinstance(cond, NotCondition):
+        return "not (" + describe(cond.not_) + ")"
+    if isinstance(cond, AttributeCondition):
+        return f"attribute {cond.attribute} {cond.op} {cond.value!r}"
+    if isinstance(cond, EventCondition):
+        from engine.durations import format_duration
+
+        text = f"event {cond.event}"
+        if cond.where:
+            text += " where " + ", ".join(f"{k} {c.op} {c.value!r}" for k, c in cond.where.items())
+        if cond.count is not None:
+            text += f" count {cond.count.op} {cond.count.value!r}"
+        if cond.within is not None:
+            text += f" within {format_duration(cond.within)}"
+        return text
+    if isinstance(cond, StageCondition):
+        return "stage in " + ", ".join(cond.names())
+    if isinstance(cond, SubscribedCondition):
+        return f"subscribed to {cond.subscribed}"
+    return repr(cond)
+
+
+def children(cond: Any) -> list[Any]:
+    if isinstance(cond, AllCondition):
+        return list(cond.all)
+    if isinstance(cond, AnyCondition):
+        return list(cond.any)
+    if isinstance(cond, NotCondition):
+        return [cond.not_]
+    return []
+
+
+__all__ = ["Ctx", "compile_all", "compile_condition", "describe", "false", "subscribed", "time_thresholds"]

@@ -1,0 +1,236 @@
+"""What a message template sees: the customer, the trigger event, the rule, signed links, and
+recent events (CONTRACT section 6)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import Connection, Engine, select
+
+from engine.db import get_or_create_secret
+from engine.errors import JourneyError, TemplateError
+from engine.schema import customers, enrollments, events
+from engine.settings import Settings
+from engine.tokens import Signer
+
+
+def signer_for(settings: Settings, engine: Engine) -> Signer:
+    """The link signer: JOURNEY_SECRET_KEY, or the key generated and stored on first run."""
+    secret = settings.secret_key or get_or_create_secret(engine, "secret_key")
+    return Signer.from_setting(secret)
+
+
+@dataclass(frozen=True)
+class Links:
+    """Signed links for one message (the HTTP service verifies exactly these payloads)."""
+
+    base_url: str
+    signer: Signer
+    customer_id: int
+    send_id: int
+    rule_id: str
+    referral_code: str | None
+
+    @property
+    def unsubscribe(self) -> str:
+        token = self.signer.sign("unsubscribe", {"c": self.customer_id, "s": self.send_id, "r": self.rule_id})
+        return f"{self.base_url}/u/{token}"
+
+    @property
+    def preferences(self) -> str:
+        return f"{self.base_url}/preferences/{self.signer.sign('preferences', {'c': self.customer_id})}"
+
+    def survey(self, score: Any) -> str:
+        if isinstance(score, bool) or not isinstance(score, int) or not 0 <= score <= 10:
+            raise TemplateError(f"links.survey(score) takes a whole number from 0 to 10, not {score!r}")
+        token = self.signer.sign("survey", {"c": self.customer_id, "s": self.send_id, "v": self.rule_id})
+        return f"{self.base_url}/s/{token}?score={score}"
+
+    @property
+    def referral(self) -> str:
+        return f"{self.base_url}/r/{self.referral_code or ''}"
+
+    def track(self, url: Any) -> str:
+        url = str(url)
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise TemplateError(f"links.track() takes an http(s) URL, not {url!r}")
+        token = self.signer.sign("click", {"s": self.send_id, "c": self.customer_id, "u": url})
+        return f"{self.base_url}/c/{token}"
+
+    @property
+    def open_pixel(self) -> str:
+        return f"{self.base_url}/o/{self.signer.sign('open', {'s': self.send_id, 'c': self.customer_id})}.gif"
+
+
+class SampleLinks:
+    """Links for check time and previews without a database."""
+
+    unsubscribe = "https://example.com/u/sample"
+    preferences = "https://example.com/preferences/sample"
+    referral = "https://example.com/r/SAMPLE"
+    open_pixel = "https://example.com/o/sample.gif"
+
+    def survey(self, score: Any) -> str:
+        if isinstance(score, bool) or not isinstance(score, int) or not 0 <= score <= 10:
+            raise TemplateError(f"links.survey(score) takes a whole number from 0 to 10, not {score!r}")
+        return f"https://example.com/s/sample?score={score}"
+
+    def track(self, url: Any) -> str:
+        if urlsplit(str(url)).scheme not in ("http", "https"):
+            raise TemplateError(f"links.track() takes an http(s) URL, not {url!r}")
+        return "https://example.com/c/sample"
+
+
+class Attributes(dict[str, Any]):
+    """Customer attributes and event properties: `customer.attributes.plan`; a missing one is an
+    error, never a blank (and `properties.items` is the key 'items', not the dict method)."""
+
+    keys_only = True
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError:
+            from jinja2.exceptions import UndefinedError
+
+            raise UndefinedError(f"customer has no attribute '{name}'") from None
+
+
+def _event_dict(row: Any) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "timestamp": row.ts.isoformat().replace("+00:00", "Z"),
+        "properties": Attributes(row.properties or {}),
+    }
+
+
+def _customer_dict(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.external_id,
+        "email": row.email,
+        "first_name": row.first_name,
+        "phone": row.phone,
+        "timezone": row.timezone,
+        "locale": row.locale,
+        "stage": row.stage,
+        "referral_code": row.referral_code,
+        "attributes": Attributes(row.attributes or {}),
+    }
+
+
+def _recent(conn: Connection, customer_id: int, now: datetime) -> Any:
+    def recent_events(name: str, n: int = 3) -> list[dict[str, Any]]:
+        rows = conn.execute(
+            select(events.c.name, events.c.ts, events.c.properties)
+            .where(events.c.customer_id == customer_id, events.c.name == name, events.c.ts <= now)
+            .order_by(events.c.ts.desc())
+            .limit(max(0, min(int(n), 50)))
+        ).all()
+        return [_event_dict(r) for r in rows]
+
+    return recent_events
+
+
+def _base(
+    settings: Settings, customer: Any, links: Any, rule: Mapping[str, Any], now: datetime
+) -> dict[str, Any]:
+    return {
+        "customer": _customer_dict(customer),
+        "rule": dict(rule),
+        "links": links,
+        "brand": {
+            "name": settings.extra.get("JOURNEY_BRAND", "Journey Shop"),
+            "postal_address": settings.postal_address,
+            "from": settings.mail_from,
+        },
+        "now": now,
+    }
+
+
+def context_for(
+    conn: Connection,
+    settings: Settings,
+    signer: Signer,
+    *,
+    send: Mapping[str, Any],
+    customer: Any,
+    event: Any,
+    description: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """The context of one ledger row's message, from rows already loaded (the batch path)."""
+    links = Links(
+        settings.base_url, signer, customer.id, int(send["id"]), str(send["rule_id"]), customer.referral_code
+    )
+    ctx = _base(settings, customer, links, {"id": send["rule_id"], "description": description}, now)
+    ctx["event"] = _event_dict(event) if event is not None else None
+    ctx["recent_events"] = _recent(conn, customer.id, now)
+    return ctx
+
+
+def message_context(
+    conn: Connection,
+    settings: Settings,
+    signer: Signer,
+    *,
+    send: Mapping[str, Any],
+    ruleset: Any,
+    now: datetime,
+) -> dict[str, Any]:
+    """The context of one ledger row's message."""
+    customer = conn.execute(select(customers).where(customers.c.id == send["customer_id"])).first()
+    if customer is None:
+        raise JourneyError(f"send {send['id']}: customer {send['customer_id']} no longer exists")
+    event = None
+    if send.get("enrollment_id") is not None:
+        trigger_id = conn.execute(
+            select(enrollments.c.trigger_event_id).where(enrollments.c.id == send["enrollment_id"])
+        ).scalar()
+        if trigger_id is not None:
+            event = conn.execute(select(events).where(events.c.id == trigger_id)).first()
+    description = ""
+    if ruleset is not None:
+        try:
+            description = ruleset.rule(send["rule_id"]).description
+        except KeyError:
+            description = ""
+    return context_for(
+        conn, settings, signer, send=send, customer=customer, event=event, description=description, now=now
+    )
+
+
+def preview_context(
+    conn: Connection,
+    settings: Settings,
+    signer: Signer,
+    *,
+    customer_external_id: str,
+    template: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """A context for `journey preview`: no send; the event is the customer's most recent one
+    (not counting the product's own events like email_sent)."""
+    customer = conn.execute(select(customers).where(customers.c.external_id == customer_external_id)).first()
+    if customer is None:
+        raise JourneyError(
+            f"no customer '{customer_external_id}': check the id (journey explain lists what we know)"
+        )
+    from engine.ingest import RESERVED_EVENTS
+
+    row = conn.execute(
+        select(events)
+        .where(events.c.customer_id == customer.id, events.c.ts <= now, events.c.name.not_in(RESERVED_EVENTS))
+        .order_by(events.c.ts.desc())
+        .limit(1)
+    ).first()
+    links = Links(settings.base_url, signer, customer.id, 0, "preview", customer.referral_code)
+    ctx = _base(settings, customer, links, {"id": "preview", "description": f"preview of {template}"}, now)
+    ctx["event"] = _event_dict(row) if row is not None else None
+    ctx["recent_events"] = _recent(conn, customer.id, now)
+    return ctx

@@ -1,0 +1,59 @@
+"""One error root for the product, with structured fields people can act on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class JourneyError(Exception):
+    """Root of every error the product raises on purpose."""
+
+
+class ConfigError(JourneyError):
+    """A setting or environment variable is wrong."""
+
+
+@dataclass
+class Problem:
+    """One problem in a rule, stage or template file, located for a person to fix it."""
+
+    file: str
+    line: int
+    column: int
+    message: str
+    suggestion: str | None = None
+
+    def __str__(self) -> str:
+        hint = f" (did you mean '{self.suggestion}'?)" if self.suggestion else ""
+        return f"{self.file}:{self.line}:{self.column}: {self.message}{hint}"
+
+
+class RuleError(JourneyError):
+    """The rule set has problems; nothing of it was loaded."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class TemplateError(JourneyError):
+    """A message template cannot be rendered."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None) -> None:
+        self.file = file
+        self.line = line
+        self.message = message
+        where = f"{file}:{line or 1}: " if file else ""
+        super().__init__(f"{where}{message}")
+
+
+class IngestError(JourneyError):
+    """An event is malformed."""
+
+
+class DeliveryError(JourneyError):
+    """A channel refused or failed a message."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        self.permanent = permanent
+        super().__init__(message)

@@ -1,0 +1,104 @@
+"""The HTTP service (`journey serve`): event intake, unsubscribe and preference pages, the NPS
+survey, referral and tracking links, health and metrics. `create_app` builds it; nothing is
+created on import."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Engine, text
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from engine.http import events, links, optout, survey
+from engine.http.events import BODY_LIMIT, ITEM_LIMIT, ApiError, api_error_response
+from engine.http.observe import AccessMiddleware, Observer
+from engine.http.pages import BodyTooLarge, Pages
+from engine.http.service import Service
+from engine.settings import Settings
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    now: Callable[[], datetime] | None = None,
+) -> FastAPI:
+    """The service's ASGI app. Without `engine`, one is made from settings and disposed of at
+    shutdown; `now` stamps recorded events (default: the wall clock)."""
+    from engine.db import make_engine
+
+    owned = engine is None
+    db = engine if engine is not None else make_engine(settings.database_url)
+    observer = Observer()
+    service = Service(settings=settings, engine=db, now=now or _wall_clock, observer=observer)
+    pages = Pages(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owned:
+            db.dispose()
+
+    app = FastAPI(
+        title="Journey",
+        summary="Event intake, unsubscribe, survey, referral and tracking links",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
+    app.state.service = service
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> Response:
+        return api_error_response(exc)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, exc: BodyTooLarge) -> Response:
+        if request.url.path.startswith("/v1/"):
+            return api_error_response(
+                ApiError(
+                    413,
+                    f"the body is larger than {BODY_LIMIT:,} bytes: the limit is {BODY_LIMIT:,} bytes "
+                    f"and {ITEM_LIMIT:,} events per request; send them in several requests",
+                )
+            )
+        return pages.problem(413, "That was too much", f"A form here sends at most {exc.limit:,} bytes.")
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        """200 when the database answers a SELECT 1, 503 (with the reason) when it does not."""
+        try:
+            with db.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # any failure means unhealthy; say which
+            reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+            return JSONResponse(
+                {"status": "unavailable", "database": f"{type(exc).__name__}: {reason}"},
+                status_code=503,
+                headers={"Cache-Control": "no-store"},
+            )
+        return JSONResponse({"status": "ok", "database": "ok"}, headers={"Cache-Control": "no-store"})
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        from engine.metrics import render_latest
+
+        # this service's own series, then the engine's (and the workers', in multiprocess mode)
+        return Response(generate_latest(observer.registry) + render_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(events.router(service))
+    app.include_router(optout.router(service, pages))
+    app.include_router(survey.router(service, pages))
+    app.include_router(links.router(service, pages))
+    app.add_middleware(AccessMiddleware, observer=observer)
+    return app

@@ -1,0 +1,120 @@
+"""Metrics (Prometheus, one registry per app) and structured access logs (JSON lines on stderr).
+
+Logs and metrics name the route template (`/u/{token}`), never the path: link tokens stay out of
+both, and the number of label values stays bounded.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+#: request latency buckets, in seconds
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _StderrLogger:
+    """Writes each rendered line to the current sys.stderr (looked up per line, so a test's
+    capture and a redirected stream both see it)."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    info = warning = error = critical = exception = debug = msg
+
+
+class Observer:
+    """The app's metrics registry and access logger."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "journey_http_requests",
+            "HTTP requests answered, by method, route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "journey_http_request_duration_seconds",
+            "Time to answer an HTTP request, in seconds, by method and route",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.events_accepted = Counter(
+            "journey_events_accepted", "Events accepted by POST /v1/events", registry=self.registry
+        )
+        self.events_duplicates = Counter(
+            "journey_events_duplicates",
+            "Events POST /v1/events had already stored (same message_id)",
+            registry=self.registry,
+        )
+        self.events_rejected = Counter(
+            "journey_events_rejected", "Events POST /v1/events rejected as malformed", registry=self.registry
+        )
+        self.log: Any = structlog.wrap_logger(
+            _StderrLogger(),
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.JSONRenderer(sort_keys=False),
+            ],
+        )
+
+
+def route_of(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class AccessMiddleware:
+    """Pure ASGI (no body buffering): counts, times and logs every HTTP request."""
+
+    def __init__(self, app: ASGIApp, observer: Observer) -> None:
+        self.app = app
+        self.observer = observer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        error: str | None = None
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            status, error = 500, type(exc).__name__
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            route = route_of(scope)
+            method = str(scope.get("method", ""))
+            obs = self.observer
+            obs.requests.labels(method, route, str(status)).inc()
+            obs.latency.labels(method, route).observe(elapsed)
+            fields: dict[str, Any] = {
+                "method": method,
+                "route": route,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+            }
+            if error is not None:
+                fields["error"] = error
+            if status >= 500:
+                obs.log.error("request", **fields)
+            else:
+                obs.log.info("request", **fields)

@@ -1,0 +1,547 @@
+"""Event ingest (CONTRACT section 2): JSON lines or decoded objects in, customers, events and the
+per-(customer, event) summary out, in batches of a few statements each.
+
+A bad item is reported with where and what, and skipped; the good items around it are stored.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import Connection, Engine, bindparam, case, func, select
+from sqlalchemy.exc import IntegrityError
+
+from engine.db import greatest, insert_ignore, is_postgres, json_merge, least, upsert, write_tx
+from engine.errors import IngestError
+from engine.schema import JSONType, customers, event_summary, events
+
+KNOWN_TRAITS = ("email", "phone", "timezone", "locale", "first_name")
+REFERRAL_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+#: 32**10 codes: a clash is rare, and a batch that meets one is retried with fresh codes
+CODE_LENGTH = 10
+#: the product's own events: ingest accepts them too (imports), they are what reports read
+RESERVED_EVENTS = (
+    "email_sent",
+    "email_opened",
+    "email_clicked",
+    "unsubscribed",
+    "survey_answered",
+    "referral_clicked",
+    "referral_converted",
+)
+
+
+@dataclass(frozen=True)
+class ParsedEvent:
+    type: str
+    customer_id: str
+    timestamp: datetime
+    event: str | None
+    message_id: str | None
+    traits: dict[str, Any]
+    properties: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class InternalEvent:
+    """An event the product itself records (email_sent, survey_answered, …)."""
+
+    customer_id: int
+    name: str
+    ts: datetime
+    properties: dict[str, Any] = field(default_factory=dict)
+    message_id: str | None = None
+
+
+@dataclass
+class IngestResult:
+    stored: int = 0
+    duplicates: int = 0
+    identified: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+
+    def add(self, other: IngestResult) -> None:
+        self.stored += other.stored
+        self.duplicates += other.duplicates
+        self.identified += other.identified
+        self.rejected += other.rejected
+
+
+def parse_timestamp(value: Any) -> datetime:
+    if not isinstance(value, str) or not value:
+        raise IngestError("'timestamp' must be an ISO 8601 string like 2026-11-01T10:00:00Z")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise IngestError(f"'timestamp' {value!r} is not ISO 8601 (like 2026-11-01T10:00:00Z)") from None
+    if parsed.tzinfo is None:
+        raise IngestError(f"'timestamp' {value!r} has no time zone: add Z or +01:00")
+    return parsed.astimezone(UTC)
+
+
+def parse_event(obj: object) -> ParsedEvent:
+    """Validate one decoded event; raise IngestError with a reason a person can act on."""
+    if not isinstance(obj, dict):
+        raise IngestError(f"an event is a JSON object, not {type(obj).__name__}")
+    kind = obj.get("type")
+    if kind not in ("identify", "track"):
+        raise IngestError(
+            "'type' must be 'identify' or 'track'" + (f", not {kind!r}" if kind else " (missing)")
+        )
+    cid = obj.get("customer_id")
+    if isinstance(cid, bool) or not isinstance(cid, str | int) or cid == "":
+        raise IngestError("'customer_id' is required: a non-empty string")
+    cid = str(cid)
+    if len(cid) > 255:
+        raise IngestError("'customer_id' is longer than 255 characters")
+    ts = parse_timestamp(obj.get("timestamp"))
+    name = obj.get("event")
+    if kind == "track":
+        if not isinstance(name, str) or not name.strip():
+            raise IngestError("a track event needs 'event': the event name, like 'order_placed'")
+        if len(name) > 128:
+            raise IngestError("'event' is longer than 128 characters")
+    else:
+        name = None
+    mid = obj.get("message_id")
+    if mid is not None and (not isinstance(mid, str) or not mid or len(mid) > 255):
+        raise IngestError("'message_id' must be a non-empty string of at most 255 characters")
+    traits = obj.get("traits", {}) if kind == "identify" else obj.get("context_traits", {})
+    props = obj.get("properties", {})
+    if traits is None:
+        traits = {}
+    if props is None:
+        props = {}
+    if not isinstance(traits, dict):
+        raise IngestError("'traits' must be a JSON object")
+    if not isinstance(props, dict):
+        raise IngestError("'properties' must be a JSON object")
+    if "\\u0000" in json.dumps([traits, props]):  # JSON escapes NUL; PostgreSQL refuses it in text
+        raise IngestError("a trait or property holds a NUL character (\\u0000), which databases cannot store")
+    if kind == "identify" and obj.get("properties"):
+        raise IngestError("an identify carries 'traits', not 'properties'")
+    tz = traits.get("timezone")
+    if tz is not None:
+        if not isinstance(tz, str):
+            raise IngestError("trait 'timezone' must be a name like 'Europe/Berlin'")
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise IngestError(
+                f"trait 'timezone' {tz!r} is not a known time zone (like 'Europe/Berlin')"
+            ) from None
+    for key in ("email", "phone", "locale", "first_name", "referral_code", "referred_by"):
+        value = traits.get(key)
+        if value is not None and not isinstance(value, str):
+            raise IngestError(f"trait '{key}' must be a string")
+    return ParsedEvent(
+        type=kind,
+        customer_id=cid,
+        timestamp=ts,
+        event=name,
+        message_id=mid,
+        traits=dict(traits),
+        properties=dict(props),
+    )
+
+
+def new_referral_code(rng: random.Random | None = None) -> str:
+    if rng is not None:
+        return "".join(rng.choices(REFERRAL_ALPHABET, k=CODE_LENGTH))
+    return "".join(secrets.choice(REFERRAL_ALPHABET) for _ in range(CODE_LENGTH))
+
+
+# ------------------------------------------------------------------------------------- batches
+
+
+def _ensure_customers(
+    conn: Connection, batch: Sequence[ParsedEvent], received_at: datetime
+) -> dict[str, int]:
+    """Create unknown customers (one statement), and return external id -> internal id."""
+    earliest: dict[str, datetime] = {}
+    for ev in batch:
+        if ev.customer_id not in earliest or ev.timestamp < earliest[ev.customer_id]:
+            earliest[ev.customer_id] = ev.timestamp
+    rng = random.Random(secrets.randbits(64))
+    rows = [
+        {
+            "external_id": cid,
+            "attributes": {},
+            "salt": rng.randrange(2**31),
+            "referral_code": new_referral_code(rng),
+            "created_at": received_at,
+            "first_seen_at": ts,
+        }
+        for cid, ts in earliest.items()
+    ]
+    if rows and is_postgres(conn):
+        from engine import ingest_pg
+
+        return ingest_pg.ensure_customers(conn, rows)
+    if rows:
+        stmt = upsert(conn, customers)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["external_id"],
+            set_={"first_seen_at": least(conn, customers.c.first_seen_at, stmt.excluded.first_seen_at)},
+        )
+        conn.execute(stmt, rows)
+    ids: dict[str, int] = {}
+    keys = list(earliest)
+    for i in range(0, len(keys), 5000):
+        chunk = keys[i : i + 5000]
+        for ext, cid in conn.execute(
+            select(customers.c.external_id, customers.c.id).where(customers.c.external_id.in_(chunk))
+        ):
+            ids[ext] = cid
+    return ids
+
+
+def _apply_identifies(conn: Connection, items: Sequence[ParsedEvent], ids: dict[str, int]) -> None:
+    """Merge traits: a newer identify overwrites, an older one only fills what is missing."""
+    merged: dict[str, tuple[datetime, dict[str, Any]]] = {}
+    for ev in sorted(items, key=lambda e: e.timestamp):
+        traits = {k: v for k, v in ev.traits.items() if k not in ("referral_code", "referred_by")}
+        if ev.customer_id in merged:
+            _, prev = merged[ev.customer_id]
+            merged[ev.customer_id] = (ev.timestamp, {**prev, **traits})
+        else:
+            merged[ev.customer_id] = (ev.timestamp, traits)
+    if not merged:
+        return
+    rows = []
+    for ext, (ts, traits) in merged.items():
+        row: dict[str, Any] = {
+            "external_id": ext,
+            "identified_at": ts,
+            "attributes": {k: v for k, v in traits.items() if k not in KNOWN_TRAITS},
+            "salt": 0,
+            "created_at": ts,
+        }
+        for key in KNOWN_TRAITS:
+            row[key] = traits.get(key)
+        rows.append(row)
+    if is_postgres(conn):
+        from engine import ingest_pg
+
+        ingest_pg.apply_identifies(conn, rows)
+        return
+    stmt = upsert(conn, customers)
+    x = stmt.excluded
+    newer = customers.c.identified_at.is_(None) | (x.identified_at >= customers.c.identified_at)
+    set_: dict[str, Any] = {
+        "identified_at": case((newer, x.identified_at), else_=customers.c.identified_at),
+        "attributes": case(
+            (newer, json_merge(conn, customers.c.attributes, x.attributes)),
+            else_=json_merge(conn, x.attributes, customers.c.attributes),
+        ),
+    }
+    for key in KNOWN_TRAITS:
+        col = customers.c[key]
+        set_[key] = case((newer, func.coalesce(x[key], col)), else_=func.coalesce(col, x[key]))
+    conn.execute(stmt.on_conflict_do_update(index_elements=["external_id"], set_=set_), rows)
+
+
+def _apply_referral_codes(conn: Connection, items: Sequence[ParsedEvent], ids: dict[str, int]) -> None:
+    """A `referral_code` trait becomes the customer's code when no one else owns it."""
+    wanted = {ev.customer_id: ev.traits["referral_code"] for ev in items if ev.traits.get("referral_code")}
+    if not wanted:
+        return
+    taken = {
+        code: owner
+        for code, owner in conn.execute(
+            select(customers.c.referral_code, customers.c.id).where(
+                customers.c.referral_code.in_(set(wanted.values()))
+            )
+        )
+    }
+    updates = []
+    for ext, code in wanted.items():
+        if code in taken:
+            continue
+        updates.append({"b_id": ids[ext], "b_code": code})
+        taken[code] = ids[ext]
+    if updates:
+        conn.execute(
+            customers.update()
+            .where(customers.c.id == bindparam("b_id"))
+            .values(referral_code=bindparam("b_code")),
+            updates,
+        )
+
+
+def _referrals(conn: Connection, items: Sequence[ParsedEvent], ids: dict[str, int]) -> list[InternalEvent]:
+    """`referred_by: CODE` on a first identify or first order credits the code's owner, once."""
+    candidates: dict[int, tuple[str, datetime]] = {}
+    for ev in items:
+        code = ev.traits.get("referred_by") if ev.type == "identify" else None
+        if ev.type == "track" and ev.event == "order_placed":
+            code = ev.properties.get("referred_by")
+        if isinstance(code, str) and code:
+            cid = ids[ev.customer_id]
+            if cid not in candidates or ev.timestamp < candidates[cid][1]:
+                candidates[cid] = (code, ev.timestamp)
+    if not candidates:
+        return []
+    owners = {
+        code: (owner, ext)
+        for code, owner, ext in conn.execute(
+            select(customers.c.referral_code, customers.c.id, customers.c.external_id).where(
+                customers.c.referral_code.in_({c for c, _ in candidates.values()})
+            )
+        )
+    }
+    already = {
+        cid
+        for (cid,) in conn.execute(
+            select(customers.c.id).where(customers.c.id.in_(candidates), customers.c.referred_by.is_not(None))
+        )
+    }
+    out: list[InternalEvent] = []
+    ext_of = {v: k for k, v in ids.items()}
+    for cid, (code, ts) in candidates.items():
+        owner = owners.get(code)
+        if owner is None or owner[0] == cid or cid in already:
+            continue
+        conn.execute(
+            customers.update()
+            .where(customers.c.id == cid, customers.c.referred_by.is_(None))
+            .values(referred_by=owner[0])
+        )
+        out.append(
+            InternalEvent(
+                customer_id=owner[0],
+                name="referral_converted",
+                ts=ts,
+                properties={"referred_customer": ext_of[cid], "code": code},
+                message_id=f"referral_converted:{cid}",
+            )
+        )
+    return out
+
+
+def _insert_events(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Insert event rows, skipping known message ids; returns the rows actually stored (with id)."""
+    stored: list[dict[str, Any]] = []
+    keyed: dict[str, dict[str, Any]] = {}
+    plain: list[dict[str, Any]] = []
+    for r in rows:
+        if r["message_id"] is None:
+            plain.append(r)
+        else:
+            keyed.setdefault(r["message_id"], r)  # a duplicate inside one batch: the first wins
+    if keyed:
+        stmt = insert_ignore(conn, events, ["message_id"]).returning(events.c.id, events.c.message_id)
+        for rid, mid in conn.execute(stmt, list(keyed.values())):
+            stored.append({**keyed[mid], "id": rid})
+    if plain:
+        stmt = events.insert().returning(events.c.id, sort_by_parameter_order=True)
+        for (rid,), row in zip(conn.execute(stmt, plain).all(), plain, strict=True):
+            stored.append({**row, "id": rid})
+    return stored
+
+
+def _update_summary(conn: Connection, stored: Sequence[dict[str, Any]]) -> None:
+    """Fold stored events into event_summary: one upsert per batch, order-independent."""
+    agg: dict[tuple[int, str], dict[str, Any]] = {}
+    for r in stored:
+        key = (r["customer_id"], r["name"])
+        cur = agg.get(key)
+        if cur is None:
+            agg[key] = {
+                "customer_id": r["customer_id"],
+                "name": r["name"],
+                "first_at": r["ts"],
+                "last_at": r["ts"],
+                "count": 1,
+                "last_event_id": r["id"],
+                "last_properties": r["properties"],
+            }
+            continue
+        cur["count"] += 1
+        cur["first_at"] = min(cur["first_at"], r["ts"])
+        if (r["ts"], r["id"]) > (cur["last_at"], cur["last_event_id"]):
+            cur["last_at"], cur["last_event_id"], cur["last_properties"] = r["ts"], r["id"], r["properties"]
+    if not agg:
+        return
+    stmt = upsert(conn, event_summary)
+    x = stmt.excluded
+    s = event_summary.c
+    newer = (x.last_at > s.last_at) | ((x.last_at == s.last_at) & (x.last_event_id > s.last_event_id))
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["customer_id", "name"],
+        set_={
+            "first_at": least(conn, s.first_at, x.first_at),
+            "last_at": greatest(conn, s.last_at, x.last_at),
+            "count": s.count + x.count,
+            "last_event_id": case((newer, x.last_event_id), else_=s.last_event_id),
+            "last_properties": case((newer, x.last_properties), else_=s.last_properties),
+        },
+    )
+    rows = sorted(agg.values(), key=lambda r: (r["customer_id"], r["name"]))
+    conn.execute(stmt, rows)
+
+
+def record_events(conn: Connection, rows: Sequence[InternalEvent]) -> int:
+    """Record events the product emits, in the caller's transaction; idempotent on message_id."""
+    if not rows:
+        return 0
+    event_rows = [
+        {
+            "customer_id": r.customer_id,
+            "name": r.name,
+            "ts": r.ts,
+            "received_at": r.ts,
+            "message_id": r.message_id,
+            "properties": r.properties,
+        }
+        for r in rows
+    ]
+    stored = _insert_events(conn, event_rows)
+    _update_summary(conn, stored)
+    return len(stored)
+
+
+def _store_batch(engine: Engine, batch: list[ParsedEvent], received_at: datetime) -> IngestResult:
+    for attempt in range(3):
+        try:
+            return _store_batch_once(engine, batch, received_at)
+        except IntegrityError as exc:
+            if "referral_code" not in str(exc) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _store_batch_once(engine: Engine, batch: list[ParsedEvent], received_at: datetime) -> IngestResult:
+    result = IngestResult()
+    with write_tx(engine) as conn:
+        ids = _ensure_customers(conn, batch, received_at)
+        identifies = [ev for ev in batch if ev.type == "identify"]
+        _apply_identifies(conn, identifies, ids)
+        _apply_referral_codes(conn, identifies, ids)
+        internal = _referrals(conn, batch, ids)
+        tracks = [ev for ev in batch if ev.type == "track"]
+        rows = [
+            {
+                "customer_id": ids[ev.customer_id],
+                "name": ev.event,
+                "ts": ev.timestamp,
+                "received_at": received_at,
+                "message_id": ev.message_id,
+                "properties": ev.properties,
+            }
+            for ev in tracks
+        ]
+        if is_postgres(conn):
+            from engine import ingest_pg
+
+            n_stored = ingest_pg.insert_events(conn, rows)
+        else:
+            n_stored = len(stored := _insert_events(conn, rows))
+            _update_summary(conn, stored)
+        record_events(conn, internal)
+        result.stored = n_stored
+        result.duplicates = len(tracks) - n_stored
+        result.identified = len(identifies)
+    return result
+
+
+def _ingest(
+    engine: Engine,
+    parsed: Iterable[tuple[int, ParsedEvent | IngestError]],
+    *,
+    received_at: datetime,
+    chunk_size: int,
+    on_error: Callable[[int, IngestError], None] | None = None,
+) -> IngestResult:
+    """Store parsed events in batches; each IngestError is counted (and reported) with its index."""
+    total = IngestResult()
+    batch: list[ParsedEvent] = []
+    for index, item in parsed:
+        if isinstance(item, IngestError):
+            total.rejected.append((index, str(item)))
+            if on_error is not None:
+                on_error(index, item)
+            continue
+        batch.append(item)
+        if len(batch) >= chunk_size:
+            total.add(_store_batch(engine, batch, received_at))
+            batch = []
+    if batch:
+        total.add(_store_batch(engine, batch, received_at))
+    return total
+
+
+def _parse(obj: object) -> ParsedEvent | IngestError:
+    try:
+        return parse_event(obj)
+    except IngestError as exc:
+        return exc
+
+
+def ingest_events(
+    engine: Engine,
+    items: Iterable[object],
+    *,
+    received_at: datetime,
+    start_index: int = 0,
+    chunk_size: int = 2000,
+) -> IngestResult:
+    """Ingest decoded events; each bad item is rejected with its index and reason."""
+    parsed = ((index, _parse(item)) for index, item in enumerate(items, start=start_index))
+    return _ingest(engine, parsed, received_at=received_at, chunk_size=chunk_size)
+
+
+def _parse_lines(
+    stream: TextIO, progress: Callable[[int], None] | None
+) -> Iterator[tuple[int, ParsedEvent | IngestError]]:
+    for number, line in enumerate(stream, start=1):
+        if progress is not None:
+            progress(len(line.encode()))
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, IngestError(f"not valid JSON: {exc.msg} at column {exc.colno}")
+            continue
+        yield number, _parse(obj)
+
+
+def ingest_file(
+    engine: Engine,
+    stream: TextIO,
+    *,
+    name: str,
+    received_at: datetime,
+    on_error: Callable[[str], None],
+    progress: Callable[[int], None] | None = None,
+    chunk_size: int = 2000,
+) -> IngestResult:
+    """Ingest JSON lines; a bad line is reported as `NAME:LINE: reason`, skipped and counted."""
+    return _ingest(
+        engine,
+        _parse_lines(stream, progress),
+        received_at=received_at,
+        chunk_size=chunk_size,
+        on_error=lambda number, exc: on_error(f"{name}:{number}: {exc}"),
+    )
+
+
+__all__ = [
+    "RESERVED_EVENTS",
+    "IngestResult",
+    "InternalEvent",
+    "JSONType",
+    "ParsedEvent",
+    "ingest_events",
+    "ingest_file",
+    "parse_event",
+    "record_events",
+]

@@ -1,0 +1,161 @@
+"""What is checked at send time, by the worker, not only when a send was scheduled (DESIGN).
+
+The facts a batch needs are loaded in a few queries for the whole batch; unsubscribes and bounces
+are checked again right before each message, so a customer who unsubscribes while a batch runs
+still gets nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import Connection, Select, func, select
+
+from engine.schema import customers, enrollments, event_summary, events, sends, unsubscribes
+
+
+def parse_window(text: str) -> tuple[time, time]:
+    start, end = text.split("-")
+    h1, m1 = (int(x) for x in start.split(":"))
+    h2, m2 = (int(x) for x in end.split(":"))
+    return time(h1, m1), time(h2, m2)
+
+
+def zone(name: str | None, default: str) -> ZoneInfo:
+    for candidate in (name, default, "UTC"):
+        if candidate:
+            try:
+                return ZoneInfo(candidate)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return ZoneInfo("UTC")
+
+
+def quiet_until(window: str | None, tz: ZoneInfo, now: datetime) -> datetime | None:
+    """The end of the quiet window when `now` falls inside it (in the customer's zone), else None."""
+    if not window:
+        return None
+    start, end = parse_window(window)
+    local = now.astimezone(tz)
+    t = local.time()
+    inside = (start <= t or t < end) if start > end else (start <= t < end)
+    if not inside:
+        return None
+    day = local.date()
+    if start > end and t >= start:
+        day = day + timedelta(days=1)
+    return datetime.combine(day, end, tzinfo=tz).astimezone(UTC)
+
+
+@dataclass
+class BatchFacts:
+    """Everything the policies need for a batch of sends, loaded in a handful of queries."""
+
+    customers: dict[int, Any] = field(default_factory=dict)
+    enrollments: dict[int, Any] = field(default_factory=dict)
+    trigger_events: dict[int, Any] = field(default_factory=dict)
+    #: (customer id, event name) -> last time
+    last_event: dict[tuple[int, str], datetime] = field(default_factory=dict)
+    #: customer id -> marketing messages sent within the frequency-cap window
+    recent_sends: dict[int, int] = field(default_factory=dict)
+
+    def exited(self, enrollment_id: int | None, exit_on: Sequence[str], now: datetime) -> bool:
+        if enrollment_id is None:
+            return False
+        row = self.enrollments.get(enrollment_id)
+        if row is None or row.status == "exited":
+            return True
+        for name in exit_on:
+            last = self.last_event.get((row.customer_id, name))
+            if last is not None and row.entered_at < last <= now:
+                return True
+        return False
+
+
+def _chunks(ids: Sequence[int], size: int = 1000) -> list[list[int]]:
+    unique = sorted(set(ids))
+    return [unique[i : i + size] for i in range(0, len(unique), size)]
+
+
+def load_facts(
+    conn: Connection, rows: Sequence[Any], *, exit_names: set[str], cap_per: timedelta | None, now: datetime
+) -> BatchFacts:
+    facts = BatchFacts()
+    customer_ids = [r.customer_id for r in rows]
+    enrollment_ids = [r.enrollment_id for r in rows if r.enrollment_id is not None]
+    for chunk in _chunks(customer_ids):
+        for c in conn.execute(select(customers).where(customers.c.id.in_(chunk))):
+            facts.customers[c.id] = c
+        if exit_names:
+            for s in conn.execute(
+                select(event_summary.c.customer_id, event_summary.c.name, event_summary.c.last_at).where(
+                    event_summary.c.customer_id.in_(chunk), event_summary.c.name.in_(exit_names)
+                )
+            ):
+                facts.last_event[(s.customer_id, s.name)] = s.last_at
+        if cap_per is not None:
+            for cid, n in conn.execute(
+                select(sends.c.customer_id, func.count())
+                .where(
+                    sends.c.customer_id.in_(chunk),
+                    sends.c.status == "sent",
+                    sends.c.transactional.is_(False),
+                    sends.c.sent_at > now - cap_per,
+                )
+                .group_by(sends.c.customer_id)
+            ):
+                facts.recent_sends[cid] = int(n)
+    trigger_ids = []
+    for chunk in _chunks(enrollment_ids):
+        for e in conn.execute(
+            select(
+                enrollments.c.id,
+                enrollments.c.status,
+                enrollments.c.entered_at,
+                enrollments.c.customer_id,
+                enrollments.c.trigger_event_id,
+            ).where(enrollments.c.id.in_(chunk))
+        ):
+            facts.enrollments[e.id] = e
+            if e.trigger_event_id is not None:
+                trigger_ids.append(e.trigger_event_id)
+    for chunk in _chunks(trigger_ids):
+        for ev in conn.execute(select(events).where(events.c.id.in_(chunk))):
+            facts.trigger_events[ev.id] = ev
+    return facts
+
+
+def opted_out_query(customer_id: Any, channel: Any, topic: Any) -> Select[Any]:
+    """The customer's bounce mark and any unsubscribe that covers (channel, topic): no row when the
+    customer is gone. The arguments are values or bound parameters."""
+    return select(
+        customers.c.email_suppressed_at,
+        select(unsubscribes.c.at)
+        .where(
+            unsubscribes.c.customer_id == customer_id,
+            unsubscribes.c.channel.in_([channel, "*"]),
+            unsubscribes.c.topic.in_(["*", topic]),
+        )
+        .limit(1)
+        .scalar_subquery(),
+    ).where(customers.c.id == customer_id)
+
+
+def opt_out_reason(row: Any, channel: str) -> str | None:
+    """'unsubscribed', 'bounced', 'customer_deleted' or None, from a row of `opted_out_query`."""
+    if row is None:
+        return "customer_deleted"
+    if row[1] is not None:
+        return "unsubscribed"
+    if channel == "email" and row[0] is not None:
+        return "bounced"
+    return None
+
+
+def opted_out(conn: Connection, customer_id: int, channel: str, topic: str) -> str | None:
+    """Checked right before each message: 'unsubscribed', 'bounced' or None."""
+    return opt_out_reason(conn.execute(opted_out_query(customer_id, channel, topic)).first(), channel)

@@ -1,0 +1,1 @@
+"""Rules and stages: YAML in, validated and compiled models out."""

@@ -1,0 +1,78 @@
+"""One typed settings object, read from the environment once and passed in explicitly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from engine.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite:///journey.db"
+DEFAULT_EMAIL_URL = "file://./outbox"
+DEFAULT_BASE_URL = "http://localhost:8000"
+DEFAULT_FROM = "Journey <hello@example.com>"
+DEFAULT_POSTAL_ADDRESS = "Journey Demo Shop, 1 Example Street, 10000 Sample City"
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the product, with a working default for each (CONTRACT section 1)."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    broker_url: str | None = None
+    email_url: str = DEFAULT_EMAIL_URL
+    #: seconds the webhook channel waits for an answer
+    webhook_timeout: float = 10.0
+    rules_dir: Path = Path("rules")
+    templates_dir: Path = Path("message_templates")
+    #: None means: generated on first run and stored in the database
+    secret_key: str | None = None
+    base_url: str = DEFAULT_BASE_URL
+    mail_from: str = DEFAULT_FROM
+    postal_address: str = DEFAULT_POSTAL_ADDRESS
+    #: None means: generated on first run and stored in the database
+    api_key: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
+        """Build settings from environment variables (a `.env` file in the working directory may set them)."""
+        if env is None:
+            if dotenv and Path(".env").is_file():
+                from dotenv import dotenv_values
+
+                merged = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+                merged.update(os.environ)
+                env = merged
+            else:
+                env = os.environ
+        return cls(
+            database_url=env.get("JOURNEY_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            broker_url=env.get("JOURNEY_BROKER_URL") or None,
+            email_url=env.get("JOURNEY_EMAIL_URL") or DEFAULT_EMAIL_URL,
+            webhook_timeout=_float(env, "JOURNEY_WEBHOOK_TIMEOUT", 10.0),
+            rules_dir=Path(env.get("JOURNEY_RULES_DIR") or "rules"),
+            templates_dir=Path(env.get("JOURNEY_TEMPLATES_DIR") or "message_templates"),
+            secret_key=env.get("JOURNEY_SECRET_KEY") or None,
+            base_url=(env.get("JOURNEY_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
+            mail_from=env.get("JOURNEY_FROM") or DEFAULT_FROM,
+            postal_address=env.get("JOURNEY_POSTAL_ADDRESS") or DEFAULT_POSTAL_ADDRESS,
+            api_key=env.get("JOURNEY_API_KEY") or None,
+            extra={k: v for k, v in env.items() if k.startswith("JOURNEY_")},
+        )
+
+    def with_(self, **changes: object) -> Settings:
+        """A copy with some settings changed (tests and the demo use this)."""
+        return replace(self, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,158 @@
+"""One tick: stages, then every rule, over the window since the previous tick (CONTRACT section 7).
+
+The evaluation is one transaction: a tick happened completely or not at all. Ticks are serialised
+by a PostgreSQL advisory lock (SQLite: the write lock), and every insert is keyed, so a tick run
+twice, or two at once, schedules nothing twice.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select, text
+
+from engine import stages as stage_mod
+from engine.advance import advance
+from engine.db import insert_ignore, is_postgres, write_tx
+from engine.errors import JourneyError
+from engine.rules.loader import RuleSet
+from engine.schema import events, rule_state, ticks
+from engine.triggers import enroll, exits
+from engine.window import Window, drop_new_events, fill_new_events
+
+#: the first tick on a new database looks back this far, so old history mails nobody
+FIRST_LOOKBACK = timedelta(hours=24)
+TICK_LOCK = 0x4A6F75726E6579  # "Journey"
+
+
+@dataclass
+class TickResult:
+    tick_id: int
+    start: datetime
+    now: datetime
+    new_events: int = 0
+    stage_changes: int = 0
+    entered: dict[str, int] = field(default_factory=dict)
+    exited: dict[str, int] = field(default_factory=dict)
+    scheduled: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    skipped: str | None = None
+
+    def summary(self) -> str:
+        if self.skipped:
+            return self.skipped
+        return (
+            f"tick {self.now.isoformat()}: {self.new_events} new events, {self.stage_changes} stage changes, "
+            f"{sum(self.entered.values())} entered, {sum(self.scheduled.values())} sends scheduled "
+            f"in {self.seconds:.2f} s"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tick_id": self.tick_id,
+            "start": self.start.isoformat(),
+            "now": self.now.isoformat(),
+            "new_events": self.new_events,
+            "stage_changes": self.stage_changes,
+            "entered": self.entered,
+            "exited": self.exited,
+            "scheduled": self.scheduled,
+            "seconds": round(self.seconds, 4),
+        }
+
+
+def _committed_seq(engine: Engine) -> int:
+    """The highest event id below which every event is committed.
+
+    PostgreSQL hands out ids before commit; taking a SHARE lock for an instant waits for the
+    inserts in flight, so no smaller id can still appear afterwards.
+    """
+    with engine.begin() as conn:
+        if is_postgres(conn):
+            conn.execute(text("LOCK TABLE events IN SHARE MODE"))
+        return int(conn.execute(select(func.coalesce(func.max(events.c.id), 0))).scalar_one())
+
+
+def last_tick(conn: Connection) -> Any:
+    return conn.execute(select(ticks).order_by(ticks.c.id.desc()).limit(1)).first()
+
+
+def run_tick(
+    engine: Engine,
+    ruleset: RuleSet,
+    *,
+    now: datetime,
+    backfill: timedelta | None = None,
+    full: bool = False,
+) -> TickResult:
+    """Evaluate stages and rules for the window (previous tick's now, now]."""
+    started = time.perf_counter()
+    with engine.connect() as lock_conn:
+        if is_postgres(lock_conn):
+            lock_conn.execute(select(func.pg_advisory_lock(TICK_LOCK)))
+            lock_conn.commit()
+        try:
+            seq = _committed_seq(engine)
+            with write_tx(engine) as conn:
+                result = _evaluate(conn, ruleset, now=now, seq=seq, backfill=backfill, full=full)
+        finally:
+            if is_postgres(lock_conn):
+                lock_conn.execute(select(func.pg_advisory_unlock(TICK_LOCK)))
+                lock_conn.commit()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _evaluate(
+    conn: Connection,
+    ruleset: RuleSet,
+    *,
+    now: datetime,
+    seq: int,
+    backfill: timedelta | None,
+    full: bool,
+) -> TickResult:
+    prev = last_tick(conn)
+    if prev is not None and now < prev.now:
+        raise JourneyError(
+            f"tick at {now.isoformat()} is before the previous tick at {prev.now.isoformat()}: "
+            "time only moves forward (use a fresh database, or `journey simulate`, to replay the past)"
+        )
+    if backfill is not None:
+        start = now - backfill
+    elif prev is not None:
+        start = prev.now
+    else:
+        start = now - FIRST_LOOKBACK
+    prev_seq = 0 if prev is None else int(prev.event_seq)
+    if backfill is not None:
+        full = True
+    tick_id = int(
+        conn.execute(
+            ticks.insert()
+            .values(now=now, prev_now=start, event_seq=seq, prev_event_seq=prev_seq, started_at=now)
+            .returning(ticks.c.id)
+        ).scalar_one()
+    )
+    w = Window(start=start, now=now, prev_seq=prev_seq, event_seq=seq, tick_id=tick_id)
+    result = TickResult(tick_id=tick_id, start=start, now=now)
+    result.new_events = fill_new_events(conn, w)
+    result.stage_changes = stage_mod.recompute(conn, ruleset.stages, w, full=full or prev is None)
+    default_tz = ruleset.settings.default_timezone
+    for rule in ruleset.rules:
+        if not rule.enabled:
+            continue
+        conn.execute(
+            insert_ignore(conn, rule_state, ["rule_id"]).values(
+                rule_id=rule.id, first_tick_at=now, digest=ruleset.digest(rule.id)
+            )
+        )
+        result.exited[rule.id] = exits(conn, rule, w)
+        result.entered[rule.id] = enroll(conn, rule, w, default_tz=default_tz)
+        result.scheduled[rule.id] = advance(conn, rule, w)["sends"]
+    drop_new_events(conn)
+    conn.execute(ticks.update().where(ticks.c.id == tick_id).values(finished_at=now, stats=result.as_dict()))
+    return result

@@ -1,0 +1,266 @@
+"""Fleet operations: several schedulers coordinate, a dead leader is replaced, SIGTERM is clean, and
+`journey health` tells what is unwell."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from engine.cli import main
+from engine.db import make_engine
+from engine.schema import meta, sends, ticks
+from tests.conftest import ROOT, need_service
+from tests.smtp import free_port
+
+
+def start_scheduler(url: str, rules: Path, out: Path, *extra: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "JOURNEY_DATABASE_URL": url,
+        "JOURNEY_RULES_DIR": str(rules),
+        "JOURNEY_TEMPLATES_DIR": str(ROOT / "message_templates"),
+        "JOURNEY_EMAIL_URL": f"file://{out}",
+        "JOURNEY_SECRET_KEY": "k",
+    }
+    env.pop("JOURNEY_BROKER_URL", None)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from engine.cli import main; sys.exit(main())",
+            "run",
+            "--every",
+            "1s",
+            "--dispatch-every",
+            "1s",
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def wait_for(predicate: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def fleet(pg_database: str, tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    from tests.conftest import _truncate
+
+    engine = make_engine(pg_database)
+    _truncate(engine)
+    engine.dispose()
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "stages.yaml").write_text((ROOT / "rules" / "stages.yaml").read_text())
+    (rules / "cart.yaml").write_text((ROOT / "rules" / "cart_abandonment.yaml").read_text())
+    yield pg_database, rules, tmp_path / "outbox"
+
+
+def leader(url: str) -> str | None:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            raw = conn.execute(select(meta.c.value).where(meta.c.key == "scheduler.last_tick")).scalar()
+            return None if raw is None else str(json.loads(raw)["owner"])
+    finally:
+        engine.dispose()
+
+
+def tick_rows(url: str) -> list[Any]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(select(ticks).order_by(ticks.c.id)))
+    finally:
+        engine.dispose()
+
+
+def test_two_schedulers_evaluate_once_per_interval_and_a_killed_leader_is_replaced(
+    fleet: tuple[str, Path, Path],
+) -> None:
+    url, rules, out = fleet
+    a = start_scheduler(url, rules, out)
+    b = start_scheduler(url, rules, out)
+    try:
+        wait_for(lambda: len(tick_rows(url)) >= 4)
+        rows = tick_rows(url)
+        # one evaluation per interval: windows follow each other without overlap
+        for prev, cur in zip(rows, rows[1:], strict=False):
+            assert cur.prev_now == prev.now
+        owners = {leader(url)}
+        first = leader(url)
+        victim = a if first and first.endswith(f":{a.pid}") else b
+        survivor = b if victim is a else a
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        before = len(tick_rows(url))
+        wait_for(
+            lambda: (leader(url) or "").endswith(f":{survivor.pid}") and len(tick_rows(url)) > before + 1,
+            timeout=15,
+        )
+        owners.add(leader(url))
+        assert len(owners) == 2
+    finally:
+        for p in (a, b):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in (a, b):
+            p.wait(20)
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        dupes = conn.execute(
+            select(func.count()).select_from(
+                select(sends.c.rule_id, sends.c.step, sends.c.customer_id, sends.c.occurrence)
+                .group_by(sends.c.rule_id, sends.c.step, sends.c.customer_id, sends.c.occurrence)
+                .having(func.count() > 1)
+                .subquery()
+            )
+        ).scalar_one()
+    engine.dispose()
+    assert dupes == 0
+
+
+def test_sigterm_finishes_the_tick_and_exits_cleanly(fleet: tuple[str, Path, Path]) -> None:
+    url, rules, out = fleet
+    p = start_scheduler(url, rules, out)
+    wait_for(lambda: len(tick_rows(url)) >= 1)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(20) == 0
+    assert all(row.finished_at is not None for row in tick_rows(url))
+
+
+def test_health_detects_a_stale_scheduler_and_a_stopped_broker(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("JOURNEY_DATABASE_URL", db_url)
+    monkeypatch.delenv("JOURNEY_BROKER_URL", raising=False)
+    assert main(["health"]) == 1
+    assert "scheduler: no tick yet" in capsys.readouterr().out
+    monkeypatch.setenv("JOURNEY_RULES_DIR", str(ROOT / "rules"))
+    monkeypatch.setenv("JOURNEY_EMAIL_URL", "file://" + str(Path(db_url.split("///")[-1]).parent / "out"))
+    assert main(["run", "--once"]) == 0
+    capsys.readouterr()
+    assert main(["health"]) == 0
+    later = "2099-01-01T00:00:00Z"
+    assert main(["health", "--now", later]) == 1
+    assert "scheduler: stale: last tick" in capsys.readouterr().out
+    # a broker of the test's own, stopped under it
+    if not _has_redis_server():
+        pytest.skip("redis-server binary not installed")
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
+    )
+    try:
+        monkeypatch.setenv("JOURNEY_BROKER_URL", f"redis://127.0.0.1:{port}/0")
+        wait_for(lambda: main(["health"]) == 0, timeout=10)
+        server.terminate()
+        server.wait(10)
+        capsys.readouterr()
+        assert main(["health"]) == 1
+        assert "broker: FAILED" in capsys.readouterr().out
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+
+def _has_redis_server() -> bool:
+    need_service("Redis", "127.0.0.1", 6379)
+    from shutil import which
+
+    return which("redis-server") is not None
+
+
+def test_the_scheduler_serves_metrics_after_a_tick(fleet: tuple[str, Path, Path]) -> None:
+    import httpx
+
+    url, rules, out = fleet
+    port = free_port()
+    p = start_scheduler(url, rules, out, "--metrics-port", str(port))
+    try:
+        wait_for(lambda: len(tick_rows(url)) >= 1)
+        body = ""
+
+        def scraped() -> bool:
+            nonlocal body
+            try:
+                body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except httpx.HTTPError:
+                return False
+            import re
+
+            return re.search(r"^journey_ticks_total [1-9]", body, flags=re.M) is not None
+
+        wait_for(scraped, timeout=45)
+        for series in (
+            "journey_tick_seconds_bucket",
+            "journey_scheduler_leader 1.0",
+            "journey_queue_lag_seconds",
+            'journey_rule_matches_total{rule="cart_abandonment"}',
+        ):
+            assert series in body, series
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(20) == 0
+
+
+def test_sigterm_in_the_middle_of_a_tick_lets_it_finish(fleet: tuple[str, Path, Path]) -> None:
+    """SIGTERM lands while a tick's transaction is running: the tick commits whole, then exit 0."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import text
+
+    from engine.generate import ShopConfig, generate_events
+    from engine.ingest import ingest_events
+
+    url, rules, out = fleet
+    engine = make_engine(url)
+    now = datetime.now(UTC)
+    events = list(generate_events(ShopConfig(customers=4000, days=2, start=now - timedelta(days=2), seed=9)))
+    ingest_events(engine, events, received_at=now)
+    p = start_scheduler(url, rules, out, "--every", "60s")
+
+    def ticking() -> bool:
+        with engine.connect() as conn:
+            busy = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND state = 'active' AND pid <> pg_backend_pid() AND query ILIKE '%stage%'"
+                )
+            ).scalar_one()
+        return bool(busy)
+
+    try:
+        wait_for(ticking, timeout=60)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(60) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    rows = tick_rows(url)
+    assert rows and all(row.finished_at is not None for row in rows)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(ticks)).scalar_one() == len(rows)
+        staged = conn.execute(text("SELECT count(*) FROM customers WHERE stage IS NOT NULL")).scalar_one()
+        everyone = conn.execute(text("SELECT count(*) FROM customers")).scalar_one()
+    assert staged == everyone > 1000  # the interrupted tick completed whole: every customer has a stage
+    engine.dispose()

@@ -1,0 +1,75 @@
+"""The Celery app, built from settings: queues per channel, late acks, no results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from kombu.entity import Queue
+
+from engine.errors import ConfigError
+from engine.settings import Settings
+from workers.state import STATE
+
+
+def make_app(settings: Settings) -> Celery:
+    if not settings.broker_url:
+        raise ConfigError(
+            "JOURNEY_BROKER_URL is not set: Celery workers need a broker; set it to redis://HOST:6379/0 "
+            "or amqp://USER:PASS@HOST:5672// (without a broker, `journey tick` delivers in-process)"
+        )
+    app = Celery("journey", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_queues=[Queue("email"), Queue("webhook")],  # type: ignore[no-untyped-call]
+        task_default_queue="email",
+        task_routes={"workers.tasks.deliver_sends": {"queue": "email"}},
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        # Redis: a task not acked within this many seconds is redelivered; sends are idempotent.
+        broker_transport_options={"visibility_timeout": 3600},
+        timezone="UTC",
+    )
+    app.conf.journey_settings = settings
+    from workers.tasks import register
+
+    register(app)
+    return app
+
+
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+def _init_process(**_: Any) -> None:
+    """A database engine per worker process: pools must not cross a fork."""
+    STATE.clear()
+    from engine.logs import configure
+
+    configure("json")  # one JSON line per send: rule, send key, customer, outcome
+
+
+@worker_process_shutdown.connect  # type: ignore[untyped-decorator]
+def _shutdown_process(**_: Any) -> None:
+    engine = STATE.pop("engine", None)
+    if engine is not None:
+        engine.dispose()
+
+
+@worker_init.connect  # type: ignore[untyped-decorator]
+def _serve_metrics(**_: Any) -> None:
+    """`JOURNEY_WORKER_METRICS_PORT=9101` (with PROMETHEUS_MULTIPROC_DIR set to a writable directory):
+    the worker's main process serves the series its pool processes wrote, merged, for Prometheus."""
+    import os
+
+    port = os.environ.get("JOURNEY_WORKER_METRICS_PORT")
+    if not port or not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    start_http_server(int(port), registry=registry)
