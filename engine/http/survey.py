@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, or_, select, update
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -61,7 +61,23 @@ def answer(
             # another request stored it first: amend theirs
         if row is None or row.customer_id != customer_id:
             return None
-        props = {**(row.properties or {}), **changes}
+        old = row.properties or {}
+        props = {**old, **changes}
+        if "score" in changes and changes["score"] != old.get("score"):
+            # A changed score is a new answer: stamped now, the next tick sees the event again (same
+            # id, so a rule it already triggered is not entered twice) and the stage follows it.
+            conn.execute(update(events).where(events.c.id == row.id).values(properties=props, ts=now))
+            summary = event_summary.c
+            conn.execute(
+                update(event_summary)
+                .where(
+                    summary.customer_id == customer_id,
+                    summary.name == "survey_answered",
+                    or_(summary.last_event_id == row.id, summary.last_at <= now),
+                )
+                .values(last_properties=props, last_event_id=row.id, last_at=now)
+            )
+            return props
         conn.execute(update(events).where(events.c.id == row.id).values(properties=props))
         conn.execute(
             update(event_summary)

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from engine.http.app import create_app
 from engine.schema import event_summary
-from tests.engine.evalkit import H
-from tests.engine.http.conftest import NOW, Shop, expired_token, tampered
+from tests.engine.evalkit import CART_RULE, H
+from tests.engine.http.conftest import (
+    NEWSLETTER_RULE,
+    NOW,
+    RECEIPT_RULE,
+    Shop,
+    expired_token,
+    tampered,
+)
 
 
 def summary_properties(shop: Shop) -> object:
@@ -97,3 +106,30 @@ def test_a_promoter_answer_moves_the_customer_to_advocacy(shop: Shop) -> None:
     shop.client.get(shop.links().survey(10))
     shop.kit.tick(NOW + H)
     assert shop.kit.stage("ada") == "advocacy"
+
+
+def test_a_changed_score_moves_the_stage_at_the_next_tick_without_entering_a_rule_twice(shop: Shop) -> None:
+    promoters = """
+id: thank_promoters
+trigger: {event: survey_answered, where: {score: {gte: 9}}}
+steps:
+  - send: thanks
+"""
+    shop.kit.rules(CART_RULE, NEWSLETTER_RULE, RECEIPT_RULE, promoters)
+    shop.kit.tick(NOW - 2 * H)
+    link = shop.links()
+    shop.client.get(link.survey(5))
+    shop.kit.tick(NOW + H)
+    assert shop.kit.stage("ada") != "advocacy"
+    later = TestClient(create_app(shop.settings, engine=shop.engine, now=lambda: NOW + 2 * H))
+    assert "You answered <b>9</b>" in later.get(link.survey(9)).text
+    shop.kit.tick(NOW + 3 * H)
+    assert shop.kit.stage("ada") == "advocacy"
+    [event] = shop.events("survey_answered")
+    assert event.properties["score"] == 9 and event.ts == NOW + 2 * H
+    # 9 -> 10 is still the same answer: the promoters' rule is not entered a second time
+    even_later = TestClient(create_app(shop.settings, engine=shop.engine, now=lambda: NOW + 4 * H))
+    even_later.get(link.survey(10))
+    shop.kit.tick(NOW + 5 * H)
+    entered = [e for e in shop.kit.enrollments() if e.rule_id == "thank_promoters"]
+    assert len(entered) == 1 and shop.kit.sends("thank_promoters") == [("ada", "thanks", "due")]
