@@ -29,8 +29,8 @@ DELIVERY_LATENCY = Histogram(
 )
 
 
-def observe_queue_lag(engine: Any, now: Any) -> float:
-    """Set and return now minus the oldest send still waiting to go (0 when none is late)."""
+def queue_lag(engine: Any, now: Any) -> float:
+    """Now minus the oldest send still waiting to go, in seconds (0 when none is late)."""
     from sqlalchemy import func, select
 
     from engine.schema import sends
@@ -41,7 +41,12 @@ def observe_queue_lag(engine: Any, now: Any) -> float:
                 sends.c.status.in_(["due", "queued"]), sends.c.due_at <= now
             )
         ).scalar()
-    lag = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
+    return 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
+
+
+def observe_queue_lag(engine: Any, now: Any) -> float:
+    """Set and return the queue lag gauge (see `queue_lag`)."""
+    lag = queue_lag(engine, now)
     QUEUE_LAG.set(lag)
     return lag
 

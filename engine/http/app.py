@@ -4,19 +4,20 @@ created on import."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from sqlalchemy import Engine, text
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from engine.http import events, links, optout, survey
 from engine.http.events import BODY_LIMIT, ITEM_LIMIT, ApiError, api_error_response
-from engine.http.observe import AccessMiddleware, Observer
+from engine.http.observe import AccessMiddleware, Observer, QueueLagCollector
 from engine.http.pages import BodyTooLarge, Pages
 from engine.http.service import Service
 from engine.settings import Settings
@@ -89,12 +90,21 @@ def create_app(
             )
         return JSONResponse({"status": "ok", "database": "ok"}, headers={"Cache-Control": "no-store"})
 
+    lag = CollectorRegistry(auto_describe=False)
+    lag.register(QueueLagCollector(db, now or _wall_clock))
+
     @app.get("/metrics")
     def metrics() -> Response:
-        from engine.metrics import render_latest
-
-        # this service's own series, then the engine's (and the workers', in multiprocess mode)
-        return Response(generate_latest(observer.registry) + render_latest(), media_type=CONTENT_TYPE_LATEST)
+        """This service's series and the queue lag read from the database at scrape time. With
+        PROMETHEUS_MULTIPROC_DIR set, the series every process wrote there (this one's, the
+        workers' sends) merged instead of this process's alone, so none is printed twice."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+            body = generate_latest(merged)
+        else:
+            body = generate_latest(observer.registry)
+        return Response(body + generate_latest(lag), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(events.router(service))
     app.include_router(optout.router(service, pages))

@@ -6,12 +6,16 @@ both, and the number of label values stays bounded.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: request latency buckets, in seconds
@@ -57,8 +61,10 @@ class Observer:
         self.events_rejected = Counter(
             "journey_events_rejected", "Events POST /v1/events rejected as malformed", registry=self.registry
         )
+        # Its own level: access lines are kept whatever level the CLI set for everything else.
         self.log: Any = structlog.wrap_logger(
             _StderrLogger(),
+            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
             processors=[
                 structlog.processors.add_log_level,
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -118,3 +124,24 @@ class AccessMiddleware:
                 obs.log.error("request", **fields)
             else:
                 obs.log.info("request", **fields)
+
+
+class QueueLagCollector:
+    """`journey_queue_lag_seconds`, read from the database when Prometheus scrapes: now minus the
+    oldest send still waiting to go (0 when none is late). Workers are behind when it grows."""
+
+    def __init__(self, engine: Any, now: Callable[[], datetime]) -> None:
+        self.engine = engine
+        self.now = now
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from engine.metrics import queue_lag
+
+        family = GaugeMetricFamily(
+            "journey_queue_lag_seconds", "now minus the oldest due send's due_at, in seconds"
+        )
+        try:
+            family.add_metric([], queue_lag(self.engine, self.now()))
+        except Exception:  # a scrape must answer even when the database does not; /healthz says why
+            return
+        yield family

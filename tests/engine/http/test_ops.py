@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -15,8 +16,10 @@ from fastapi.testclient import TestClient
 
 from engine.db import make_engine
 from engine.http.app import create_app
+from engine.logs import configure
 from tests.conftest import ROOT
-from tests.engine.http.conftest import AUTH, Shop
+from tests.engine.evalkit import H
+from tests.engine.http.conftest import AUTH, NOW, Shop
 from tests.smtp import free_port
 
 
@@ -58,6 +61,7 @@ def test_each_app_has_its_own_metrics(shop: Shop) -> None:
 
 
 def test_access_logs_are_json_lines_without_tokens(shop: Shop, capsys: pytest.CaptureFixture[str]) -> None:
+    configure("console", level=logging.WARNING)  # what the CLI sets before `journey serve` starts
     url = shop.links().unsubscribe
     token = url.rsplit("/", 1)[1]
     shop.client.get(url)
@@ -72,7 +76,7 @@ def test_access_logs_are_json_lines_without_tokens(shop: Shop, capsys: pytest.Ca
     assert token[:20] not in json.dumps(lines)
 
 
-def test_journey_serve_answers_on_its_port_and_prints_the_generated_key(tmp_path: Path) -> None:
+def test_journey_serve_answers_on_its_port_logs_requests_and_prints_the_generated_key(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'journey.db'}"
     env = {
         **os.environ,
@@ -86,9 +90,10 @@ def test_journey_serve_answers_on_its_port_and_prints_the_generated_key(tmp_path
     assert no_schema.returncode == 1 and "journey db upgrade" in no_schema.stderr
     subprocess.run([*journey, "db", "upgrade"], env=env, check=True, capture_output=True, cwd=tmp_path)
     port = free_port()
+    (tmp_path / "prometheus").mkdir()
     server = subprocess.Popen(
         [*journey, "serve", "--port", str(port)],
-        env={**env, "PYTHONPATH": str(ROOT)},
+        env={**env, "PYTHONPATH": str(ROOT), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus")},
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
@@ -103,12 +108,33 @@ def test_journey_serve_answers_on_its_port_and_prints_the_generated_key(tmp_path
                 pass
             assert server.poll() is None and time.monotonic() < deadline, "journey serve did not start"
             time.sleep(0.05)
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     finally:
         server.terminate()
         _, err = server.communicate(timeout=15)
+    # multiprocess mode (as beside workers): every series once, this process's requests included
+    families = [line.split()[2] for line in metrics.splitlines() if line.startswith("# TYPE")]
+    assert len(families) == len(set(families)), metrics
+    assert 'journey_http_requests_total{method="GET",route="/healthz",status="200"}' in metrics
+    assert "journey_queue_lag_seconds 0.0" in metrics
+    # one JSON access line per request, at the CLI's default log level
+    requests = [json.loads(line) for line in err.splitlines() if '"event": "request"' in line]
+    assert {(r["route"], r["status"]) for r in requests} >= {("/healthz", 200)}
     key = err.split("stored in the database): ", 1)[1].split()[0]
     engine = make_engine(url)
     from engine.db import get_or_create_secret
 
     assert key == get_or_create_secret(engine, "api_key")
     engine.dispose()
+
+
+def test_metrics_give_the_queue_lag_and_no_scheduler_series_the_service_never_updates(shop: Shop) -> None:
+    body = shop.client.get("/metrics").text
+    assert "journey_queue_lag_seconds 0.0" in body
+    assert "journey_ticks_total" not in body and "journey_scheduler_leader" not in body
+    shop.kit.track("ada", "cart_updated", NOW - 3 * H)
+    shop.kit.tick(NOW - 2 * H + 1 * H / 60)  # the reminder falls due an hour after the cart: NOW - 2h
+    shop.kit.tick(NOW - 1 * H)
+    assert shop.kit.sends() == [("ada", "cart_reminder", "due")]
+    body = shop.client.get("/metrics").text  # the app's clock says NOW: the reminder is 2 h late
+    assert "journey_queue_lag_seconds 7200.0" in body
