@@ -4,7 +4,6 @@ recent events (CONTRACT section 6)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,46 +23,69 @@ def signer_for(settings: Settings, engine: Engine) -> Signer:
     return Signer.from_setting(secret)
 
 
-@dataclass(frozen=True)
 class Links:
-    """Signed links for one message (the HTTP service verifies exactly these payloads)."""
+    """Signed links for one message (the HTTP service verifies exactly these payloads).
 
-    base_url: str
-    signer: Signer
-    customer_id: int
-    send_id: int
-    rule_id: str
-    referral_code: str | None
+    Each link is signed once per message, however often the subject, the bodies and the headers
+    use it. Templates see the links only: the signer and the ids are private (the sandbox refuses
+    names starting with an underscore), so a template cannot sign a token of its own."""
+
+    __slots__ = ("_base_url", "_customer_id", "_memo", "_referral_code", "_rule_id", "_send_id", "_signer")
+
+    def __init__(
+        self,
+        base_url: str,
+        signer: Signer,
+        customer_id: int,
+        send_id: int,
+        rule_id: str,
+        referral_code: str | None,
+    ) -> None:
+        self._base_url = base_url
+        self._signer = signer
+        self._customer_id = customer_id
+        self._send_id = send_id
+        self._rule_id = rule_id
+        self._referral_code = referral_code
+        self._memo: dict[Any, str] = {}
+
+    def _signed(self, key: Any, purpose: str, payload: dict[str, Any]) -> str:
+        token = self._memo.get(key)
+        if token is None:
+            token = self._memo[key] = self._signer.sign(purpose, payload)
+        return token
 
     @property
     def unsubscribe(self) -> str:
-        token = self.signer.sign("unsubscribe", {"c": self.customer_id, "s": self.send_id, "r": self.rule_id})
-        return f"{self.base_url}/u/{token}"
+        payload = {"c": self._customer_id, "s": self._send_id, "r": self._rule_id}
+        return f"{self._base_url}/u/{self._signed('unsubscribe', 'unsubscribe', payload)}"
 
     @property
     def preferences(self) -> str:
-        return f"{self.base_url}/preferences/{self.signer.sign('preferences', {'c': self.customer_id})}"
+        token = self._signed("preferences", "preferences", {"c": self._customer_id})
+        return f"{self._base_url}/preferences/{token}"
 
     def survey(self, score: Any) -> str:
         if isinstance(score, bool) or not isinstance(score, int) or not 0 <= score <= 10:
             raise TemplateError(f"links.survey(score) takes a whole number from 0 to 10, not {score!r}")
-        token = self.signer.sign("survey", {"c": self.customer_id, "s": self.send_id, "v": self.rule_id})
-        return f"{self.base_url}/s/{token}?score={score}"
+        payload = {"c": self._customer_id, "s": self._send_id, "v": self._rule_id}
+        return f"{self._base_url}/s/{self._signed('survey', 'survey', payload)}?score={score}"
 
     @property
     def referral(self) -> str:
-        return f"{self.base_url}/r/{self.referral_code or ''}"
+        return f"{self._base_url}/r/{self._referral_code or ''}"
 
     def track(self, url: Any) -> str:
         url = str(url)
         if urlsplit(url).scheme not in ("http", "https"):
             raise TemplateError(f"links.track() takes an http(s) URL, not {url!r}")
-        token = self.signer.sign("click", {"s": self.send_id, "c": self.customer_id, "u": url})
-        return f"{self.base_url}/c/{token}"
+        token = self._signed(("click", url), "click", {"s": self._send_id, "c": self._customer_id, "u": url})
+        return f"{self._base_url}/c/{token}"
 
     @property
     def open_pixel(self) -> str:
-        return f"{self.base_url}/o/{self.signer.sign('open', {'s': self.send_id, 'c': self.customer_id})}.gif"
+        token = self._signed("open", "open", {"s": self._send_id, "c": self._customer_id})
+        return f"{self._base_url}/o/{token}.gif"
 
 
 class SampleLinks:

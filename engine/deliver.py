@@ -30,6 +30,7 @@ from engine.render import Templates
 from engine.rules.loader import RuleSet
 from engine.schema import customers, sends
 from engine.settings import Settings
+from engine.tokens import Signer
 
 log = logging.getLogger("journey.deliver")
 send_log = logs.get("journey.deliver")
@@ -79,6 +80,8 @@ class Deliverer:
     ruleset: RuleSet
     templates: Templates
     channels: Mapping[str, Any] = field(default_factory=dict)
+    #: the link signer, made on the first batch (from the settings, or the key stored on first run)
+    signer: Signer | None = None
 
     @classmethod
     def create(
@@ -106,7 +109,9 @@ class Deliverer:
         stats = DeliveryStats()
         if not ids:
             return stats
-        signer = signer_for(self.settings, self.engine)
+        if self.signer is None:
+            self.signer = signer_for(self.settings, self.engine)
+        signer = self.signer
         rows = self._claim(ids, now)
         stats.skipped = len(set(ids)) - len(rows)
         if not rows:

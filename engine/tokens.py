@@ -6,10 +6,12 @@ links already in inboxes. Unsubscribe links never expire.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_encode
 
 #: how long a link of each purpose stays valid, in seconds (None: forever)
 MAX_AGE: dict[str, int | None] = {
@@ -21,17 +23,26 @@ MAX_AGE: dict[str, int | None] = {
 }
 
 
+#: payloads of at least this many bytes of JSON are compressed when that makes them shorter
+COMPRESS_FROM = 96
+
+
 class TokenError(Exception):
     """A token is forged, altered, expired or meant for another purpose."""
 
 
 class Signer:
+    """Signs and verifies tokens. A worker signs thousands of links: the serializer and its signer
+    are made once per purpose, not per token (the tokens are the same as itsdangerous' `dumps`)."""
+
     def __init__(self, keys: str | Sequence[str]) -> None:
         key_list = [keys] if isinstance(keys, str) else list(keys)
         if not key_list or not all(key_list):
             raise ValueError("a signer needs at least one non-empty key")
         # itsdangerous signs with the LAST key of the list and verifies with all of them.
         self._keys = list(reversed(key_list))
+        self._serializers: dict[str, URLSafeTimedSerializer] = {}
+        self._signers: dict[str, TimestampSigner] = {}
 
     @classmethod
     def from_setting(cls, secret: str) -> Signer:
@@ -39,12 +50,23 @@ class Signer:
         return cls([k.strip() for k in secret.split(",") if k.strip()])
 
     def _serializer(self, purpose: str) -> URLSafeTimedSerializer:
-        if purpose not in MAX_AGE:
-            raise ValueError(f"unknown token purpose {purpose!r}")
-        return URLSafeTimedSerializer(self._keys, salt=f"journey.{purpose}")
+        serializer = self._serializers.get(purpose)
+        if serializer is None:
+            if purpose not in MAX_AGE:
+                raise ValueError(f"unknown token purpose {purpose!r}")
+            serializer = URLSafeTimedSerializer(self._keys, salt=f"journey.{purpose}")
+            self._serializers[purpose] = serializer
+            self._signers[purpose] = serializer.make_signer()
+        return serializer
 
     def sign(self, purpose: str, payload: Any) -> str:
-        return str(self._serializer(purpose).dumps(payload))
+        """A token `URLSafeTimedSerializer.loads` accepts, made without a new serializer and signer
+        each time. A short payload is not offered to zlib: it would not come out shorter, and trying
+        costs more than signing."""
+        serializer = self._serializer(purpose)
+        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        body = base64_encode(data) if len(data) < COMPRESS_FROM else serializer.dump_payload(payload)
+        return self._signers[purpose].sign(body).decode("utf-8")
 
     def verify(self, purpose: str, token: str) -> Any:
         try:
