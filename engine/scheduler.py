@@ -56,9 +56,10 @@ class Leadership:
                     return True
                 except Exception:  # noqa: BLE001 - a dropped connection lost the lock
                     self._conn = None
-            conn = self.engine.connect()
+            # autocommit: the lock's connection never sits "idle in transaction", where a server's
+            # idle_in_transaction_session_timeout would end it and hand the lead over needlessly
+            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             got = bool(conn.execute(select(func.pg_try_advisory_lock(LEADER_LOCK))).scalar())
-            conn.commit()
             if got:
                 self._conn = conn
             else:
@@ -77,7 +78,6 @@ class Leadership:
         if self._conn is not None:
             try:
                 self._conn.execute(select(func.pg_advisory_unlock(LEADER_LOCK)))
-                self._conn.commit()
                 self._conn.close()
             except Exception:  # noqa: BLE001 - closing anyway frees the lock
                 pass
