@@ -32,7 +32,7 @@ def _moved(target: str | None) -> dict[str, Any]:
 def advance(conn: Connection, rule: Rule, w: Window) -> dict[str, int]:
     """Run every due step of the rule; returns counts of sends scheduled and steps run."""
     stats = {"sends": 0, "steps": 0}
-    ctx = Ctx(conn=conn, now=w.now)
+    ctx = Ctx(conn=conn, now=w.now, topic=rule.topic or rule.id)
     for path in positions(rule):
         here = and_(e.c.rule_id == rule.id, e.c.status == "active", e.c.position == path, e.c.due_at <= w.now)
         step = step_at(rule, path)

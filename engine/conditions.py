@@ -57,6 +57,8 @@ class Ctx:
 
     conn: Connection
     now: datetime
+    #: the rule's preference-centre topic: `subscribed:` in a rule also means "not opted out of it"
+    topic: str | None = None
 
 
 def compile_condition(cond: Any, ctx: Ctx) -> ColumnElement[bool]:
@@ -74,7 +76,7 @@ def compile_condition(cond: Any, ctx: Ctx) -> ColumnElement[bool]:
         names = cond.names()
         return and_(customers.c.stage.is_not(None), customers.c.stage.in_(names))
     if isinstance(cond, SubscribedCondition):
-        return subscribed(cond.subscribed)
+        return subscribed(cond.subscribed, ctx.topic)
     raise TypeError(f"not a condition: {cond!r}")
 
 

@@ -34,14 +34,17 @@ class Explanation:
         return "\n".join("  " * line.depth + line.text for line in self.lines)
 
 
-def holds(conn: Connection, cond: Any, customer_id: int, now: datetime) -> bool:
-    expr = compile_condition(cond, Ctx(conn=conn, now=now))
+def holds(conn: Connection, cond: Any, customer_id: int, now: datetime, topic: str | None = None) -> bool:
+    expr = compile_condition(cond, Ctx(conn=conn, now=now, topic=topic))
     return bool(conn.execute(select(expr).where(customers.c.id == customer_id)).scalar())
 
 
-def condition_lines(conn: Connection, cond: Any, customer_id: int, now: datetime, depth: int) -> list[Line]:
-    """The condition tree with ✓/✗ on each part, as evaluated for this customer."""
-    ok = holds(conn, cond, customer_id, now)
+def condition_lines(
+    conn: Connection, cond: Any, customer_id: int, now: datetime, depth: int, topic: str | None = None
+) -> list[Line]:
+    """The condition tree with ✓/✗ on each part, as evaluated for this customer (in a rule: with
+    the rule's topic, so `subscribed:` also says whether the customer opted out of that rule)."""
+    ok = holds(conn, cond, customer_id, now, topic)
     mark = "✓" if ok else "✗"
     kids = children(cond)
     if not kids:
@@ -49,7 +52,7 @@ def condition_lines(conn: Connection, cond: Any, customer_id: int, now: datetime
     head = {"AllCondition": "all of:", "AnyCondition": "any of:", "NotCondition": "not:"}[type(cond).__name__]
     out = [Line(f"{mark} {head}", depth)]
     for kid in kids:
-        out += condition_lines(conn, kid, customer_id, now, depth + 1)
+        out += condition_lines(conn, kid, customer_id, now, depth + 1, topic)
     return out
 
 
@@ -140,7 +143,7 @@ def _explain_rule(conn: Connection, rule: Rule, customer_id: int, now: datetime,
     ex.lines.append(Line(f"{head}: not firing", 0))
     ex.lines += _trigger_lines(conn, rule, customer_id, now)
     for cond in rule.conditions:
-        ex.lines += condition_lines(conn, cond, customer_id, now, 1)
+        ex.lines += condition_lines(conn, cond, customer_id, now, 1, rule.topic or rule.id)
 
 
 def _step_text(step: Any) -> str:

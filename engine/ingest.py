@@ -20,6 +20,8 @@ from sqlalchemy.exc import IntegrityError
 
 from engine.db import greatest, insert_ignore, is_postgres, json_merge, least, upsert, write_tx
 from engine.errors import IngestError
+from engine.optouts import EVENT as OPT_OUT
+from engine.optouts import record_opt_outs
 from engine.schema import JSONType, customers, event_summary, events
 
 KNOWN_TRAITS = ("email", "phone", "timezone", "locale", "first_name")
@@ -446,6 +448,9 @@ def _store_batch_once(engine: Engine, batch: list[ParsedEvent], received_at: dat
             n_stored = len(stored := _insert_events(conn, rows))
             _update_summary(conn, stored)
         record_events(conn, internal)
+        record_opt_outs(
+            conn, ((ev.customer_id, ev.timestamp, ev.properties) for ev in tracks if ev.event == OPT_OUT)
+        )
         result.stored = n_stored
         result.duplicates = len(tracks) - n_stored
         result.identified = len(identifies)

@@ -197,7 +197,7 @@ def _leap(year: int) -> bool:
 
 def enroll(conn: Connection, rule: Rule, w: Window, *, default_tz: str = "UTC") -> int:
     """Insert this window's trigger occurrences that pass the rule's conditions and reentry."""
-    ctx = Ctx(conn=conn, now=w.now)
+    ctx = Ctx(conn=conn, now=w.now, topic=rule.topic or rule.id)
     conditions = compile_all(list(rule.conditions), ctx)
     first = first_of(rule, None, None)
     bucket = (cast(customers.c.salt, BigInteger) + rule_hash(rule.id)) % 10000
