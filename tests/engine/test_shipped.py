@@ -7,14 +7,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from engine.cli import main
 from engine.db import make_engine
 from engine.deliver import Deliverer
 from engine.mime import build_email, send_key
 from engine.rules.loader import load_ruleset
-from engine.schema import customers, events, sends, unsubscribes
+from engine.schema import customers, enrollments, events, sends, ticks
 from tests.conftest import ROOT
 
 
@@ -45,6 +45,8 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_journey_reaches_the_right_customers_and_only_them(demo_db: Path) -> None:
     engine = make_engine(f"sqlite:///{demo_db / 'journey.db'}")
+    ruleset = load_ruleset(ROOT / "rules", ROOT / "message_templates")
+    transactional = {r.id for r in ruleset.rules if r.transactional}
     with engine.connect() as conn:
         sent = conn.execute(
             select(sends.c.rule_id, sends.c.template, sends.c.customer_id, sends.c.sent_at).where(
@@ -53,40 +55,67 @@ def test_every_journey_reaches_the_right_customers_and_only_them(demo_db: Path) 
         ).all()
         history: dict[int, list[tuple[str, object, dict[str, object]]]] = defaultdict(list)
         for cid, name, ts, props in conn.execute(
-            select(events.c.customer_id, events.c.name, events.c.ts, events.c.properties)
+            select(events.c.customer_id, events.c.name, events.c.ts, events.c.properties).order_by(
+                events.c.ts
+            )
         ):
             history[cid].append((name, ts, props or {}))
-        opted_out = {r[0]: r[1] for r in conn.execute(select(unsubscribes.c.customer_id, unsubscribes.c.at))}
-        unsub_events = {cid for cid, h in history.items() for name, _, _ in h if name == "unsubscribed"}
-    by_rule = defaultdict(int)
+        holdout = {
+            r[0]
+            for r in conn.execute(
+                select(enrollments.c.customer_id).where(
+                    enrollments.c.rule_id == "winback", enrollments.c.variant == "holdout"
+                )
+            )
+        }
+        first_tick, last_tick = conn.execute(select(func.min(ticks.c.now), func.max(ticks.c.now))).one()
+    # the customer's own word, as the shop's events say it (not only what the engine recorded)
+    opted_out = {
+        cid: min(ts for name, ts, _ in h if name == "unsubscribed")
+        for cid, h in history.items()
+        if any(name == "unsubscribed" for name, _, _ in h)
+    }
+    by_rule: dict[str, int] = defaultdict(int)
     for rule, template, cid, at in sent:
         by_rule[rule] += 1
         h = history[cid]
-        if rule == "cart_abandonment" and template == "cart_reminder":
-            carts = [ts for name, ts, _ in h if name == "cart_updated" and ts <= at]
-            last_cart = max(carts)
-            assert not any(name == "order_placed" and last_cart < ts <= at for name, ts, _ in h), (
-                cid,
-                "bought",
-            )
+        if rule == "cart_abandonment":  # reminder and last chance: never after the cart was bought
+            last_cart = max(ts for name, ts, _ in h if name == "cart_updated" and ts <= at)
+            bought = [ts for name, ts, _ in h if name == "order_placed" and last_cart < ts <= at]
+            assert not bought, (cid, template, "sent after the customer bought")
         if rule == "referral_invite":
             scores = [p.get("score") for name, ts, p in h if name == "survey_answered" and ts <= at]
             assert scores and scores[-1] >= 9, (cid, "not a promoter")
         if rule == "detractor_recovery":
             scores = [p.get("score") for name, ts, p in h if name == "survey_answered" and ts <= at]
-            assert scores and scores[-1] <= 6
-        if cid in opted_out:
-            assert at < opted_out[cid] or rule == "detractor_recovery", (cid, "mailed after unsubscribing")
+            assert scores and scores[-1] <= 6, (cid, "not a detractor")
+        if rule == "winback":
+            assert cid not in holdout, (cid, "held out, yet mailed")
+        if cid in opted_out and rule not in transactional and template != "team_alert":
+            assert at < opted_out[cid], (cid, rule, "mailed after unsubscribing")
     for rule in (
         "welcome_series",
         "browse_abandonment",
         "cart_abandonment",
+        "order_thanks",
         "order_followup",
+        "replenishment",
+        "loyalty_milestone",
+        "winback",
         "referral_invite",
         "detractor_recovery",
     ):
         assert by_rule[rule] > 0, f"{rule} sent nothing"
-    assert unsub_events  # the generated shop has unsubscribers, and they were honoured above
+    assert opted_out  # the generated shop has unsubscribers, and they were honoured above
+    # every order the ticks saw was thanked, once
+    thanked = defaultdict(int)
+    for rule, _, cid, _ in sent:
+        if rule == "order_thanks":
+            thanked[cid] += 1
+    orders = defaultdict(int)
+    for cid, h in history.items():
+        orders[cid] += sum(1 for name, ts, _ in h if name == "order_placed" and first_tick < ts <= last_tick)
+    assert {c: n for c, n in orders.items() if n} == dict(thanked)
     emls = list(demo_db.glob("outbox/*.eml"))
     assert len(emls) == sum(1 for r in sent if not r.template.startswith("team_"))
     assert list(demo_db.glob("outbox/webhooks/*.json"))
