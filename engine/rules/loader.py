@@ -190,6 +190,17 @@ class _File:
                     continue
                 mentioned.add((parent, word))
                 self.add(parent, text)
+            elif kind == "step" and isinstance(err.get("input"), dict) and err["input"]:
+                # a step with no known kind: the nearest kind to one of its keys is the likely typo
+                steps = ("send", "wait", "branch", "split", "update")
+                words = [str(k) for k in err["input"]]
+                guess = next(((w, hint) for w in words if (hint := suggest(w, steps))), None)
+                if guess is None:
+                    self.add(
+                        loc, f"a step needs one of: {', '.join(steps)}; this one has: {', '.join(words)}"
+                    )
+                else:
+                    self.add((*loc, guess[0]), f"unknown step '{guess[0]}'", guess[1], key=True)
             else:
                 message = str(err["msg"])
                 for lead in ("Value error, ", "Assertion failed, "):

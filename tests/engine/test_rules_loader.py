@@ -67,6 +67,14 @@ def test_an_unknown_key_points_at_it_and_suggests_the_known_one(tmp_path: Path) 
     ]
 
 
+def test_a_misspelt_step_points_at_it_and_suggests_the_step(tmp_path: Path) -> None:
+    text = GOOD + "  - wiat: 23h\n  - pause: 1h\n  - send: hello\n"
+    assert problems(tmp_path, {"cart.yaml": text}) == [
+        "cart.yaml:6:5: unknown step 'wiat' [wait]",
+        "cart.yaml:7:5: a step needs one of: send, wait, branch, split, update; this one has: pause",
+    ]
+
+
 def test_a_bad_duration_and_a_bad_cron_are_reported_with_their_place(tmp_path: Path) -> None:
     found = problems(
         tmp_path,
@@ -101,9 +109,7 @@ def test_every_problem_of_every_file_at_once_and_nothing_loaded(tmp_path: Path) 
             """,
         },
     )
-    assert found == [
-        "bad.yaml:4:5: a step needs one of: send, wait, branch, split, update",
-    ]
+    assert found == ["bad.yaml:4:5: unknown step 'sned' [send]"]
     # once the step is fixed, the cross-checks speak: unknown stage, unknown template
     fixed = problems(
         tmp_path,
