@@ -47,7 +47,8 @@ def _unsubscribed_event(
         name="unsubscribed",
         ts=now,
         properties=props,
-        message_id=f"unsubscribed:{customer_id}:{CHANNEL}:{topic}",
+        # one event per opt-out: a customer who comes back and leaves again is counted again
+        message_id=f"unsubscribed:{customer_id}:{CHANNEL}:{topic}:{now.isoformat()}",
     )
 
 
@@ -72,7 +73,8 @@ def unsubscribe(
         if not customer_exists(conn, customer_id):
             return None
         new = _opt_out(conn, customer_id, EVERYTHING, now, source)
-        record_events(conn, [_unsubscribed_event(customer_id, EVERYTHING, now, rule, send_id)])
+        if new:  # a repeated click changes nothing and records nothing
+            record_events(conn, [_unsubscribed_event(customer_id, EVERYTHING, now, rule, send_id)])
         return new
 
 

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi.testclient import TestClient
 
 from engine.deliver import Deliverer
 from engine.dispatch import dispatch_due
+from engine.http.app import create_app
 from engine.settings import Settings
 from engine.tokens import Signer
 from tests.conftest import ROOT
@@ -102,6 +104,16 @@ def test_preferences_list_marketing_topics_with_their_descriptions(shop: Shop) -
     assert 'value="newsletter" checked' in r.text and "New arrivals and offers, every Monday." in r.text
     assert "order_receipt" not in r.text  # transactional: not something to opt out of
     assert 'name="email" value="1" checked' in r.text
+
+
+def test_leaving_again_after_coming_back_is_a_second_unsubscribe(shop: Shop) -> None:
+    shop.client.post(shop.links().unsubscribe, content="List-Unsubscribe=One-Click")
+    later = TestClient(create_app(shop.settings, engine=shop.engine, now=lambda: NOW + 24 * H))
+    later.post(shop.links().preferences, data={"email": "1", "topic": ["cart_abandonment", "newsletter"]})
+    assert shop.opt_outs() == []
+    even_later = TestClient(create_app(shop.settings, engine=shop.engine, now=lambda: NOW + 48 * H))
+    assert even_later.post(shop.links().unsubscribe, content="List-Unsubscribe=One-Click").status_code == 200
+    assert [e.ts for e in shop.events("unsubscribed")] == [NOW, NOW + 48 * H]
 
 
 def test_unticking_a_topic_opts_out_of_it_alone(shop: Shop) -> None:
