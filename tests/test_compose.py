@@ -40,7 +40,9 @@ def seconds(text: str) -> int:
     return int(m.group(1)) * (60 if m.group(2) == "m" else 1)
 
 
-def test_every_journey_command_in_compose_exists_in_the_cli() -> None:
+def test_every_journey_command_in_compose_parses_in_the_cli() -> None:
+    """Each `journey …` command and health check, parsed by the CLI itself: a misspelt command or
+    option fails here, not in a container at 3 a.m."""
     _register()
     services = compose()["services"]
     checked = 0
@@ -48,16 +50,30 @@ def test_every_journey_command_in_compose_exists_in_the_cli() -> None:
         for command in (svc.get("command"), (svc.get("healthcheck") or {}).get("test")):
             if not isinstance(command, list):
                 continue
-            words = [w for w in command if w != "CMD"]
-            if words and words[0] == "journey":
-                group: Any = cli
-                for word in words[1:]:
-                    if word.startswith("-") or not isinstance(group, click.Group):
-                        break
-                    assert word in group.commands, f"{name}: journey has no command {word!r}"
-                    group = group.commands[word]
-                checked += 1
+            words = [str(w) for w in command if w != "CMD"]
+            if not words or words[0] != "journey":
+                continue
+            group: Any = cli
+            args = words[1:]
+            while isinstance(group, click.Group):
+                assert args and args[0] in group.commands, f"{name}: journey has no command {args[:1]}"
+                group, args = group.commands[args[0]], args[1:]
+            try:
+                group.make_context(" ".join(words[: -len(args)] if args else words), list(args))
+            except click.UsageError as exc:
+                raise AssertionError(f"{name}: {' '.join(words)}: {exc.format_message()}") from None
+            checked += 1
     assert checked >= 4
+
+
+def test_a_misspelt_option_would_be_caught() -> None:
+    _register()
+    run = cli.commands["run"]
+    try:
+        run.make_context("journey run", ["--evry", "30s"])
+    except click.UsageError:
+        return
+    raise AssertionError("make_context accepted an unknown option")
 
 
 def test_the_worker_command_finds_the_celery_app() -> None:
@@ -76,11 +92,21 @@ def test_every_setting_used_is_a_documented_one() -> None:
 
 
 def test_shutdowns_are_graceful() -> None:
+    from workers.app import SOFT_SHUTDOWN_SECONDS
+
     services = compose()["services"]
-    assert seconds(services["worker"]["stop_grace_period"]) >= 60
+    # longer than the worker's own soft shutdown, so Docker's SIGKILL never cuts a batch short
+    assert seconds(services["worker"]["stop_grace_period"]) > SOFT_SHUTDOWN_SECONDS
     assert seconds(services["scheduler"]["stop_grace_period"]) >= 30
     assert services["scheduler"]["deploy"]["replicas"] >= 2
     assert services["postgres"]["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+
+
+def test_workers_publish_their_send_metrics() -> None:
+    worker = compose()["services"]["worker"]
+    env = worker["environment"]
+    assert env["JOURNEY_WORKER_METRICS_PORT"] == "9101" and "9101" in [str(p) for p in worker["expose"]]
+    assert any(str(t).startswith(env["PROMETHEUS_MULTIPROC_DIR"]) for t in worker["tmpfs"])
 
 
 def test_the_readme_lists_exactly_the_compose_services() -> None:

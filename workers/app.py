@@ -13,6 +13,11 @@ from engine.settings import Settings
 from workers.state import STATE
 
 
+#: what a cold shutdown still gives running batches, in seconds (keep a container's
+#: stop_grace_period longer: docker-compose.yml gives workers 120 s)
+SOFT_SHUTDOWN_SECONDS = 60.0
+
+
 def make_app(settings: Settings) -> Celery:
     if not settings.broker_url:
         raise ConfigError(
@@ -32,6 +37,10 @@ def make_app(settings: Settings) -> Celery:
         task_send_sent_event=True,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        # SIGTERM is Celery's warm shutdown: running batches finish. A cold shutdown (SIGQUIT, a
+        # second Ctrl-C) still gives them this long, in seconds, before it stops them; sends a
+        # stopped batch held stay 'sending' and are taken back after the lease.
+        worker_soft_shutdown_timeout=SOFT_SHUTDOWN_SECONDS,
         # Redis: a task not acked within this many seconds is redelivered; sends are idempotent.
         broker_transport_options={"visibility_timeout": 3600},
         timezone="UTC",
