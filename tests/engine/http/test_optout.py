@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
 
+from engine.context import Links
 from engine.deliver import Deliverer
 from engine.dispatch import dispatch_due
 from engine.http.app import create_app
@@ -160,3 +162,15 @@ def test_pages_escape_what_they_show_and_need_no_javascript(shop: Shop) -> None:
     page = client.get(shop.links().preferences).text
     assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; deals" in page
     assert "script-src" not in client.get(shop.links().preferences).headers["content-security-policy"]
+
+
+def test_links_in_old_emails_keep_working_after_the_key_is_rotated(shop: Shop) -> None:
+    old_link = shop.links().unsubscribe  # signed with SECRET, as in an email sent last month
+    rotated = dataclasses.replace(shop.settings, secret_key=f"brand-new-key,{SECRET}")
+    client = TestClient(create_app(rotated, engine=shop.engine, now=lambda: NOW))
+    new_link = Links("", Signer.from_setting(rotated.secret_key or ""), shop.customer_id(), 8, "x", None)
+    # the newest key signs: a link made now is not one the old key alone would accept
+    assert shop.client.get(new_link.unsubscribe).status_code == 404
+    assert client.get(new_link.unsubscribe).status_code == 200
+    assert client.post(old_link, content="List-Unsubscribe=One-Click").status_code == 200
+    assert shop.opt_outs() == [("email", "*", "one-click")]
