@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import html
-from typing import Any
 
-from engine.report import Report, _pct
+from engine.report import Report, _pct, uplift_text
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;background:#f4f4f7;color:#222}
 main{max-width:960px;margin:0 auto;padding:24px}
 h1{font-size:24px}h2{font-size:18px;margin-top:32px}
 .cards{display:flex;flex-wrap:wrap;gap:12px}.card{background:#fff;padding:12px 16px;border-radius:6px;min-width:150px}
-.card b{display:block;font-size:22px}table{border-collapse:collapse;background:#fff;width:100%}
+.card b{display:block;font-size:22px}dt{font-weight:600;margin-top:6px}dd{margin:0 0 0 16px}table{border-collapse:collapse;background:#fff;width:100%}
 td,th{padding:6px 8px;border-bottom:1px solid #eee;text-align:right}td:first-child,th:first-child{text-align:left}
 svg{background:#fff;border-radius:6px;max-width:100%}
 """
@@ -37,7 +36,7 @@ def _bars(
 
 def _line(points: list[tuple[str, int]], *, chart_id: str, width: int = 900, height: int = 220) -> str:
     if not points:
-        return f'<svg id="{chart_id}" class="chart" viewBox="0 0 {width} 40" width="100%"><text x="8" y="24">no sends yet</text></svg>'
+        return f'<svg id="{chart_id}" class="chart" viewBox="0 0 {width} 40" width="100%"><text x="8" y="24">no emails sent yet</text></svg>'
     top = max(v for _, v in points) or 1
     step = (width - 60) / max(1, len(points) - 1)
     coords = [(40 + i * step, height - 30 - (height - 60) * v / top) for i, (_, v) in enumerate(points)]
@@ -87,11 +86,6 @@ def render_html(r: Report) -> str:
     )
     rows: list[str] = []
     for f in r.rules:
-        lift: Any = (
-            "—"
-            if f.uplift is None or f.uplift_ci is None
-            else (f"{100 * f.uplift:+.1f} pts [{100 * f.uplift_ci[0]:+.1f}, {100 * f.uplift_ci[1]:+.1f}]")
-        )
         cells = [
             f.rule,
             f"{f.entered:,}",
@@ -99,9 +93,10 @@ def render_html(r: Report) -> str:
             f"{f.opened:,}",
             f"{f.clicked:,}",
             f"{f.unsubscribed:,}",
+            f"{f.webhooks:,}",
             f"{f.conversions:,}",
             _pct(f.conversion_rate),
-            lift,
+            uplift_text(f) or "—",
         ]
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     head = "".join(
@@ -109,14 +104,19 @@ def render_html(r: Report) -> str:
         for h in (
             "rule",
             "entered",
-            "sent",
+            "emails sent",
             "opened",
             "clicked",
             "unsubscribed",
+            "webhooks",
             "conversions",
             "rate",
             "uplift vs holdout (95% CI)",
         )
+    )
+    definitions = "".join(
+        f"<dt>{html.escape(k.replace('_', ' '))}</dt><dd>{html.escape(v)}</dd>"
+        for k, v in r.definitions.items()
     )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -125,11 +125,13 @@ def render_html(r: Report) -> str:
 <h1>Journey report</h1>
 <div class="cards">{"".join(f'<div class="card">{html.escape(k)}<b>{html.escape(v)}</b></div>' for k, v in cards)}</div>
 <h2>Stage funnel</h2>{funnel}
-<h2>Sends over time</h2>{sends}
+<h2>Emails sent per day</h2>{sends}
 <h2>Conversions per rule</h2>{conv}
 <h2>Rules</h2><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>
-<p>Carts {r.carts:,}, abandoned {r.abandoned:,} ({_pct(r.abandonment_rate)}), reminded {r.reminded:,},
-recovered {r.recovered:,}. NPS from {r.promoters + r.passives + r.detractors:,} answers: promoters {r.promoters},
-passives {r.passives}, detractors {r.detractors}.</p>
+<p>Carts {r.carts:,}: bought {r.carts_bought:,}, abandoned {r.abandoned:,} ({_pct(r.abandonment_rate)}),
+reminded {r.reminded:,}, recovered {r.recovered:,} ({_pct(r.recovery_rate)} of abandoned carts). NPS from
+{r.promoters + r.passives + r.detractors:,} answers: promoters {r.promoters}, passives {r.passives},
+detractors {r.detractors}.</p>
+<h2>How these are counted</h2><dl>{definitions}</dl>
 </main></body></html>
 """
