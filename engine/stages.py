@@ -12,6 +12,7 @@ from sqlalchemy import (
     Table,
     and_,
     case,
+    func,
     literal,
     or_,
     select,
@@ -126,6 +127,11 @@ def recompute(conn: Connection, stages: list[Stage], w: Window, *, full: bool = 
             ).where(or_(computed.c.from_stage.is_(None), computed.c.from_stage != computed.c.to_stage)),
         )
     ).rowcount
+    if changed is None or changed < 0:
+        # SQLite's driver counts no rows for a statement that starts with WITH: count them
+        changed = conn.execute(
+            select(func.count()).select_from(stage_history).where(stage_history.c.tick_id == w.tick_id)
+        ).scalar_one()
     if changed and full and is_postgres(conn):
         # many stages changed at once: fresh statistics keep the next ticks' plans right
         conn.execute(text("ANALYZE customers"))
