@@ -21,7 +21,10 @@ from engine.tick import TickResult, run_tick
 class ReplayStats:
     ticks: int = 0
     events: int = 0
+    identified: int = 0
     rejected: int = 0
+    #: events timestamped after `end`: read, but not replayed
+    after_end: int = 0
     delivered: dict[str, int] = field(default_factory=dict)
 
 
@@ -49,7 +52,8 @@ def replay(
     """Ingest the events as time passes and tick every `step` from `start` to `end`.
 
     Events must be sorted by timestamp; each is ingested when the virtual clock reaches it, so
-    nothing sees the future. With a deliverer, due sends are delivered at each tick.
+    nothing sees the future; those after `end` are read to the last and counted, not ingested.
+    With a deliverer, due sends are delivered at each tick.
     """
     stats = ReplayStats()
     pending: list[dict[str, Any]] = []
@@ -65,6 +69,7 @@ def replay(
         if pending:
             result = ingest_events(engine, pending, received_at=now)
             stats.events += result.stored
+            stats.identified += result.identified
             stats.rejected += len(result.rejected)
             pending = []
         tick = run_tick(engine, ruleset, now=now)
@@ -75,4 +80,7 @@ def replay(
                 stats.delivered[k] = stats.delivered.get(k, 0) + v
         if on_tick is not None:
             on_tick(tick, stats)
+    # read the rest, so that every item is seen (and a bad one reported by whoever reads them)
+    if lookahead is not None:
+        stats.after_end = 1 + sum(1 for _ in source)
     return stats

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -118,72 +120,123 @@ def demo(app: App, customers: int, days: int, seed: int, step: str) -> None:
     )
 
 
+def read_event_lines(stream: TextIO, name: str, on_error: Callable[[str], None]) -> Iterator[dict[str, Any]]:
+    """The events of a JSON-lines stream, each checked as `journey ingest` checks it; a bad line is
+    reported as `NAME:LINE: reason` and skipped."""
+    from engine.errors import IngestError
+    from engine.ingest import parse_event
+
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            on_error(f"{name}:{number}: not valid JSON: {exc.msg} at column {exc.colno}")
+            continue
+        try:
+            parse_event(obj)
+        except IngestError as exc:
+            on_error(f"{name}:{number}: {exc}")
+            continue
+        yield obj
+
+
+class _SimulatedWebhooks:
+    """Posts nothing: answers as a receiving team would."""
+
+    def post(self, *a: Any, **k: Any) -> str:
+        return "200 simulated"
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 @cli.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--from", "from_text", required=True, metavar="ISO8601", help="start of the replay")
 @click.option("--to", "to_text", required=True, metavar="ISO8601", help="end of the replay")
 @click.option("--step", default="1h", show_default=True, help="virtual time between ticks")
 @pass_app
-def simulate(app: App, file: str, from_text: str, to_text: str, step: str) -> None:
+def simulate(app: App, file: str, from_text: str, to_text: str, step: str) -> int:
     """Replay FILE against the rules on a throwaway database: what would be sent, per rule and day,
-    and which sends the frequency cap and quiet hours would hold back. Sends nothing."""
+    and which sends the frequency cap and quiet hours would hold back. Sends nothing.
+
+    A bad line is reported as FILE:LINE: reason and skipped; the exit status is 1 if any was bad.
+    """
+    from sqlalchemy import select
+
     from engine.channels.stub import StubEmailChannel
     from engine.commands.core import load_rules
     from engine.db import make_engine, upgrade
     from engine.deliver import Deliverer
+    from engine.ingest import parse_timestamp
     from engine.replay import replay
     from engine.schema import sends
 
     start, end = parse_now(from_text), parse_now(to_text)
     if end <= start:
         raise click.BadParameter("--to must be after --from")
+    tick_step = parse_duration(step)
     ruleset = load_rules(app)
+    stream: TextIO
+    if file == "-":
+        stream = sys.stdin
+    else:
+        try:
+            stream = open(file, encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise click.ClickException(f"{file}: {exc.strerror}") from None
+    bad = 0
+
+    def on_error(message: str) -> None:
+        nonlocal bad
+        bad += 1
+        click.echo(message, err=True)
+
     workdir = Path(tempfile.mkdtemp(prefix="journey-simulate-"))
     engine = make_engine(f"sqlite:///{workdir / 'simulate.db'}")
     try:
         upgrade(engine)
-
-        class _Hook:
-            def post(self, *a: Any, **k: Any) -> str:
-                return "200 simulated"
-
-            def open(self) -> None: ...
-
-            def close(self) -> None: ...
-
         deliverer = Deliverer.create(
             engine,
             app.settings.with_(secret_key="simulate"),
             ruleset,
-            channels={"email": StubEmailChannel(), "webhook": _Hook()},
+            channels={"email": StubEmailChannel(), "webhook": _SimulatedWebhooks()},
         )
-        stream = sys.stdin if file == "-" else open(file, encoding="utf-8")  # noqa: SIM115
-        with stream:
-            items = (json.loads(line) for line in stream if line.strip())
-            replay(
-                engine,
-                app.settings,
-                ruleset,
-                items,
-                start=start,
-                end=end,
-                step=parse_duration(step),
-                deliverer=deliverer,
+        with contextlib.closing(stream) if stream is not sys.stdin else contextlib.nullcontext(stream):
+            # in time order, as they happened: an export is not always sorted
+            items = sorted(
+                read_event_lines(stream, file, on_error), key=lambda e: parse_timestamp(e["timestamp"])
             )
-        from sqlalchemy import select
-
+        stats = replay(
+            engine,
+            app.settings,
+            ruleset,
+            items,
+            start=start,
+            end=end,
+            step=tick_step,
+            deliverer=deliverer,
+        )
         per: dict[tuple[str, str], dict[str, int]] = {}
+        later = 0
         with engine.connect() as conn:
             for rule_id, status, reason, due, sent_at in conn.execute(
                 select(sends.c.rule_id, sends.c.status, sends.c.reason, sends.c.due_at, sends.c.sent_at)
             ):
-                day = (sent_at or due).date().isoformat()
+                when = sent_at or due
+                if when > end:
+                    later += 1
+                    continue
                 row = per.setdefault(
-                    (day, rule_id), {"would send": 0, "frequency cap": 0, "quiet hours": 0, "other": 0}
+                    (when.date().isoformat(), rule_id),
+                    {"would send": 0, "frequency cap": 0, "quiet hours": 0, "other": 0},
                 )
                 if status == "sent":
                     row["would send"] += 1
-                    if reason == "quiet_hours":
+                    if reason == "quiet_hours":  # held until the quiet hours ended, then sent
                         row["quiet hours"] += 1
                 elif reason == "frequency_cap":
                     row["frequency cap"] += 1
@@ -191,14 +244,36 @@ def simulate(app: App, file: str, from_text: str, to_text: str, step: str) -> No
                     row["quiet hours"] += 1
                 else:
                     row["other"] += 1
-        click.echo(f"{'day':<12}{'rule':<30}{'would send':>11}{'freq. cap':>10}{'quiet hrs':>10}{'other':>7}")
+        width = max([len(rule_id) + 2 for _, rule_id in per] + [30])
+        click.echo(
+            f"{'day':<12}{'rule':<{width}}{'would send':>11}{'freq. cap':>10}{'quiet hrs':>10}{'other':>7}"
+        )
         for (day, rule_id), row in sorted(per.items()):
             click.echo(
-                f"{day:<12}{rule_id:<30}{row['would send']:>11}{row['frequency cap']:>10}"
+                f"{day:<12}{rule_id:<{width}}{row['would send']:>11}{row['frequency cap']:>10}"
                 f"{row['quiet hours']:>10}{row['other']:>7}"
             )
         total = sum(r["would send"] for r in per.values())
-        click.echo(f"\n{total:,} messages would be sent; nothing was sent.")
+        capped = sum(r["frequency cap"] for r in per.values())
+        quiet = sum(r["quiet hours"] for r in per.values())
+        notes = [
+            f"{stats.events:,} event{'s' if stats.events != 1 else ''} and {stats.identified:,} "
+            f"identif{'ies' if stats.identified != 1 else 'y'} replayed"
+        ]
+        if stats.after_end:
+            notes.append(f"{stats.after_end:,} after --to not replayed")
+        if bad or stats.rejected:
+            notes.append(
+                f"{bad + stats.rejected:,} bad line{'s' if bad + stats.rejected != 1 else ''} skipped"
+            )
+        if later:
+            notes.append(f"{later:,} sends due after --to not shown")
+        click.echo(
+            f"\n{total:,} messages would be sent ({capped:,} held back by the frequency cap, {quiet:,} "
+            "delayed by quiet hours); nothing was sent."
+        )
+        click.echo("; ".join(notes) + ".", err=True)
     finally:
         engine.dispose()
         shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if bad or stats.rejected else 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,17 +14,32 @@ from engine.generate import ShopConfig, write_events
 from tests.conftest import ROOT
 
 
-def test_simulate_reports_per_rule_and_day_and_sends_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    events = tmp_path / "events.jsonl"
-    buf = io.StringIO()
-    write_events(ShopConfig(customers=150, days=10, seed=5), buf)
-    events.write_text(buf.getvalue())
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("JOURNEY_DATABASE_URL", f"sqlite:///{tmp_path / 'real.db'}")
     monkeypatch.setenv("JOURNEY_EMAIL_URL", f"file://{tmp_path / 'outbox'}")
     monkeypatch.setenv("JOURNEY_RULES_DIR", str(ROOT / "rules"))
     monkeypatch.setenv("JOURNEY_TEMPLATES_DIR", str(ROOT / "message_templates"))
+    return tmp_path
+
+
+def table(out: str) -> dict[tuple[str, str], list[int]]:
+    """(day, rule) -> [would send, freq. cap, quiet hrs, other]"""
+    lines = out.splitlines()
+    assert lines[0].split() == ["day", "rule", "would", "send", "freq.", "cap", "quiet", "hrs", "other"]
+    return {
+        (r[0], r[1]): [int(x) for x in r[2:]]
+        for r in (line.split() for line in lines[1:] if line[:4] == "2026")
+    }
+
+
+def test_simulate_reports_per_rule_and_day_and_sends_nothing(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = env / "events.jsonl"
+    buf = io.StringIO()
+    write_events(ShopConfig(customers=150, days=10, seed=5), buf)
+    events.write_text(buf.getvalue())
     code = main(
         [
             "simulate",
@@ -37,11 +54,77 @@ def test_simulate_reports_per_rule_and_day_and_sends_nothing(
     )
     out = capsys.readouterr().out
     assert code == 0, out
-    lines = out.splitlines()
-    assert lines[0].split() == ["day", "rule", "would", "send", "freq.", "cap", "quiet", "hrs", "other"]
-    rows = [line.split() for line in lines[1:] if line[:4] == "2026"]
-    assert {r[1] for r in rows} >= {"welcome_series", "browse_abandonment"}
-    total = int(lines[-1].split()[0].replace(",", ""))
-    assert total == sum(int(r[2]) for r in rows) > 0
-    assert "nothing was sent" in lines[-1]
-    assert not (tmp_path / "outbox").exists() and not (tmp_path / "real.db").exists()
+    rows = table(out)
+    assert {rule for _, rule in rows} >= {"welcome_series", "browse_abandonment"}
+    last = out.splitlines()[-1]
+    assert int(last.split()[0].replace(",", "")) == sum(r[0] for r in rows.values()) > 0
+    assert "nothing was sent" in last
+    assert not (env / "outbox").exists() and not (env / "real.db").exists()
+
+
+def _line(**item: Any) -> str:
+    return json.dumps(item) + "\n"
+
+
+def test_quiet_hours_and_the_frequency_cap_show_as_collisions(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Quiet hours are 21:00-08:00 and the cap 3 marketing emails a week (rules/settings.yaml)."""
+    ev = env / "events.jsonl"
+
+    def person(cid: str, at: str) -> str:
+        return _line(
+            type="identify", customer_id=cid, timestamp=at, traits={"email": f"{cid}@example.com"}
+        ) + _line(type="track", customer_id=cid, event="signed_up", timestamp=at)
+
+    def track(cid: str, event: str, at: str, **props: Any) -> str:
+        return _line(type="track", customer_id=cid, event=event, timestamp=at, properties=props)
+
+    item = {"product_id": "p-1", "name": "Trail runner", "price": 90.0, "qty": 1}
+    ev.write_text(
+        # night owl: signs up at 23:00 UTC; the welcome email waits for 08:00 the next morning
+        person("night", "2026-10-01T23:00:00Z")
+        # busy: a welcome, a cart reminder and its last chance in two days; then the second welcome
+        # email (day 3) would be the 4th marketing email in 7 days
+        + person("busy", "2026-10-01T10:00:00Z")
+        + track("busy", "cart_updated", "2026-10-01T10:30:00Z", cart_value=90.0, items=[item])
+    )
+    code = main(["simulate", str(ev), "--from", "2026-10-01T09:00:00Z", "--to", "2026-10-05T00:00:00Z"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    rows = table(out)  # (the file is not in time order: simulate puts it in order)
+    assert rows[("2026-10-01", "cart_abandonment")][0] == rows[("2026-10-02", "cart_abandonment")][0] == 1
+    assert rows[("2026-10-02", "welcome_series")][2] == 1  # night's welcome: sent at 08:00, after quiet hours
+    assert rows[("2026-10-03", "welcome_series")][1] == 1  # busy's second welcome: held by the cap
+    assert "held back by the frequency cap" in out.splitlines()[-1]
+
+
+def test_bad_lines_are_reported_with_their_line_and_the_good_ones_replayed(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ev = env / "events.jsonl"
+    good = _line(
+        type="identify",
+        customer_id="c-1",
+        timestamp="2026-10-01T10:00:00Z",
+        traits={"email": "a@example.com"},
+    )
+    signup = _line(type="track", customer_id="c-1", event="signed_up", timestamp="2026-10-01T10:00:05Z")
+    ev.write_text(
+        good
+        + '{"type": "track", "customer_id": "c-2", \n'  # line 2: cut short
+        + "\n"
+        + _line(type="track", customer_id="c-3", timestamp="2026-10-01T11:00:00Z")  # line 4: no event name
+        + signup
+        + "[1, 2]\n"  # line 6: JSON, not an event
+        + _line(type="track", customer_id="c-1", event="product_viewed", timestamp="2026-12-01T10:00:00Z")
+    )
+    code = main(["simulate", str(ev), "--from", "2026-10-01T09:00:00Z", "--to", "2026-10-03T00:00:00Z"])
+    captured = capsys.readouterr()
+    assert code == 1
+    errors = [line for line in captured.err.splitlines() if line.startswith(str(ev))]
+    assert [e.split(":")[1] for e in errors] == ["2", "4", "6"]
+    assert errors[0].startswith(f"{ev}:2: not valid JSON")
+    assert "event" in errors[1]
+    assert "1 event and 1 identify replayed; 1 after --to not replayed; 3 bad lines skipped." in captured.err
+    assert table(captured.out)[("2026-10-01", "welcome_series")][0] == 1  # the good lines were replayed
