@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -43,53 +43,158 @@ def report(app: App, as_json: bool, html_file: Path | None, now_text: str | None
         click.echo(render_text(r))
 
 
+#: the `meta` row that marks a database the demo made: JSON {"state": "running"|"done", "events": N}
+DEMO_KEY = "demo"
+#: the file that marks an outbox the demo filled
+OUTBOX_MARK = ".journey-demo"
+
+
+def _sqlite_path(url: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(url[len(prefix) :]) if url.startswith(prefix) and url != prefix + ":memory:" else None
+
+
+def demo_database_state(path: Path) -> str:
+    """'missing', 'demo' (made by the demo, nothing added since) or why the demo may not wipe it."""
+    import sqlite3
+
+    if not path.exists() or (path.stat().st_size == 0 and not Path(f"{path}-wal").exists()):
+        return "missing"
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            mark = conn.execute("SELECT value FROM meta WHERE key = ?", (DEMO_KEY,)).fetchone()
+            last = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return "it is not a database the demo made"
+    if mark is None:
+        return "it holds data the demo did not make"
+    try:
+        made = json.loads(mark[0])
+    except ValueError:
+        made = {}
+    if made.get("state") == "done" and made.get("events") != last:
+        return "events were added to it after the demo"
+    return "demo"
+
+
+def _server(url: str) -> str:
+    """The email URL without its credentials."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+
+
+def _outbox_files(outbox: Path) -> list[Path]:
+    """What the demo writes into an outbox: `.eml` files, and webhook posts under webhooks/."""
+    return [*outbox.glob("*.eml"), *outbox.glob("webhooks/*.json")]
+
+
+def _refuse(what: str, why: str, fresh: str) -> click.ClickException:
+    return click.ClickException(
+        f"the demo only deletes what an earlier demo made, and {what} is not that: {why}. "
+        "Nothing was deleted.\n"
+        "  Run the demo elsewhere:  JOURNEY_DATABASE_URL=sqlite:///demo.db JOURNEY_EMAIL_URL=file://demo-outbox "
+        "journey demo\n"
+        f"  or start over, deleting {fresh}:  journey demo --fresh"
+    )
+
+
 @cli.command()
 @click.option("--customers", default=2000, show_default=True)
 @click.option("--days", default=60, show_default=True)
 @click.option("--seed", default=1, show_default=True)
 @click.option("--step", default="6h", show_default=True, help="virtual time between ticks")
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="delete the SQLite database and the outbox's emails even when the demo did not make them",
+)
+@click.option(
+    "--send-real-email",
+    is_flag=True,
+    help="deliver through JOURNEY_EMAIL_URL when it is an SMTP server (thousands of messages)",
+)
 @pass_app
-def demo(app: App, customers: int, days: int, seed: int, step: str) -> None:
+def demo(
+    app: App, customers: int, days: int, seed: int, step: str, fresh: bool, send_real_email: bool
+) -> None:
     """The whole product on the embedded default: a generated shop replayed day by day through the
-    rules, emails written to the outbox, and a report."""
+    rules, emails written to the outbox, and a report.
+
+    It starts clean: it deletes the database and the outbox's emails of an earlier demo. It stops,
+    deleting nothing, when the database (or the outbox) holds anything else, unless --fresh.
+    """
+    from sqlalchemy import func, select
+
+    from engine.channels.email import FileEmailChannel, email_channel
+    from engine.channels.webhook import FileWebhookChannel
     from engine.commands.core import load_rules
     from engine.db import make_engine, upgrade
     from engine.deliver import Deliverer
     from engine.generate import ShopConfig, generate_events
     from engine.replay import replay
     from engine.report import build, render_text
+    from engine.scheduler import put_meta
+    from engine.schema import events
 
     settings = app.settings
     url = settings.database_url
-    if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///") :])
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(path) + suffix).unlink(missing_ok=True)
-        click.echo(f"starting clean: {path} (removed if it existed)")
-    else:
+    path = _sqlite_path(url)
+    if path is None:
         raise click.ClickException(
-            "the demo runs on SQLite: unset JOURNEY_DATABASE_URL (or point it at sqlite:///…)"
+            "the demo runs on SQLite: unset JOURNEY_DATABASE_URL (or point it at sqlite:///demo.db)"
         )
-    outbox = settings.email_url[len("file://") :] if settings.email_url.startswith("file://") else None
-    if outbox:
-        shutil.rmtree(outbox, ignore_errors=True)
+    tick_step = parse_duration(step)
+    channel = email_channel(settings.email_url)
+    outbox = channel.directory if isinstance(channel, FileEmailChannel) else None
+    if outbox is None and not send_real_email:
+        raise click.ClickException(
+            f"JOURNEY_EMAIL_URL is {_server(settings.email_url)}, a real mail server: the demo would send "
+            "it thousands of messages.\n  Unset JOURNEY_EMAIL_URL (the demo then writes .eml files to ./outbox), "
+            "or pass --send-real-email if that server is a test catcher that delivers nowhere."
+        )
+    state = demo_database_state(path)
+    if state not in ("missing", "demo") and not fresh:
+        raise _refuse(str(path), state, "it")
+    old_mail = _outbox_files(outbox) if outbox is not None else []
+    if outbox is not None and old_mail and not (outbox / OUTBOX_MARK).exists() and not fresh:
+        raise _refuse(
+            f"{outbox}/", f"it holds {len(old_mail):,} emails or posts the demo did not write", "those"
+        )
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    for old in old_mail:
+        old.unlink(missing_ok=True)
+    if state != "missing" or old_mail:
+        click.echo(
+            f"starting clean: deleted {path}"
+            + (f" and {len(old_mail):,} files in {outbox}/" if old_mail else "")
+        )
     engine = make_engine(url)
     app._engine = engine
     upgrade(engine)
+    with engine.begin() as conn:
+        put_meta(conn, DEMO_KEY, json.dumps({"state": "running", "seed": seed}), datetime.now(UTC))
+    if outbox is not None:
+        outbox.mkdir(parents=True, exist_ok=True)
+        (outbox / OUTBOX_MARK).write_text(
+            "Written by `journey demo`: a later demo deletes the .eml files here and under webhooks/.\n"
+        )
     ruleset = load_rules(app)
     config = ShopConfig(customers=customers, days=days, seed=seed)
-    from engine.channels.email import email_channel
-    from engine.channels.webhook import FileWebhookChannel
-
-    hooks = Path(outbox or ".") / "webhooks"
     deliverer = Deliverer.create(
         engine,
         settings,
         ruleset,
-        channels={"email": email_channel(settings.email_url), "webhook": FileWebhookChannel(hooks)},
+        channels={"email": channel, "webhook": FileWebhookChannel((outbox or Path(".")) / "webhooks")},
     )
     started = time.perf_counter()
-    total_ticks = int(timedelta(days=days) / parse_duration(step))
+    total_ticks = int(timedelta(days=days) / tick_step)
 
     def progress(tick: Any, stats: Any) -> None:
         if stats.ticks % max(1, total_ticks // 20) == 0 or stats.ticks == total_ticks:
@@ -104,19 +209,27 @@ def demo(app: App, customers: int, days: int, seed: int, step: str) -> None:
         generate_events(config),
         start=config.begin,
         end=config.end,
-        step=parse_duration(step),
+        step=tick_step,
         deliverer=deliverer,
         on_tick=progress,
     )
     seconds = time.perf_counter() - started
+    with engine.begin() as conn:
+        last = int(conn.execute(select(func.coalesce(func.max(events.c.id), 0))).scalar_one())
+        put_meta(
+            conn, DEMO_KEY, json.dumps({"state": "done", "seed": seed, "events": last}), datetime.now(UTC)
+        )
     click.echo("")
     click.echo(render_text(build(engine, ruleset, now=config.end)))
-    where = f" in {outbox}/ (open any .eml with a mail client)" if outbox else ""
+    where = f" in {outbox}/ (open any .eml with a mail client)" if outbox is not None else ""
     click.echo(f"\n{stats.delivered.get('sent', 0):,} emails{where}; {stats.ticks} ticks in {seconds:.1f} s.")
     click.echo(
         "Try: journey explain c-0000042 --now "
         + config.end.isoformat()
         + "   |   journey report --html report.html"
+    )
+    click.echo(
+        f"Running `journey demo` again deletes this database ({path}) and these emails, and starts over."
     )
 
 
