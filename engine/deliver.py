@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,11 +25,11 @@ from engine.db import get_or_create_secret
 from engine.errors import DeliveryError, JourneyError, TemplateError
 from engine.flow import send_step_at
 from engine.ingest import InternalEvent, record_events
-from engine.mime import build_email, message_id, send_key, sender_domain
-from engine.policies import BatchFacts, load_facts, opt_out_reason, opted_out_query, quiet_until, zone
+from engine.mime import Email, build_email, message_id, send_key, sender_domain
+from engine.policies import BatchFacts, Looked, load_facts, look_verdicts, quiet_until, zone
 from engine.render import Templates
 from engine.rules.loader import RuleSet
-from engine.schema import customers, sends
+from engine.schema import customers, sends, unsubscribes
 from engine.settings import Settings
 from engine.tokens import Signer
 
@@ -41,6 +42,15 @@ MAX_ATTEMPTS = 8
 #: first retry after this long, doubling each attempt (with jitter), at most a day
 BACKOFF_BASE = timedelta(minutes=1)
 BACKOFF_MAX = timedelta(hours=24)
+#: A batch leaves in groups of this many messages: one statement, right before a group is handed
+#: to the channel, checks that each of its sends is still this worker's and that no unsubscribe
+#: or bounce was recorded since the batch was loaded, and carries the previous group's 'sent'
+#: marks. An unsubscribe recorded while a group is on its way stops the next group, not the rest
+#: of this one; a worker that dies may leave up to this many accepted messages unmarked, which go
+#: again (same Message-ID) after the lease.
+GROUP = 20
+#: ... and a group's check is made again for the rest of the group once it is older than this
+LOOK_MAX_AGE = 0.5  # seconds
 
 
 @dataclass
@@ -82,6 +92,10 @@ class Deliverer:
     channels: Mapping[str, Any] = field(default_factory=dict)
     #: the link signer, made on the first batch (from the settings, or the key stored on first run)
     signer: Signer | None = None
+    #: messages per check (see GROUP); 1 checks right before every message
+    group: int = GROUP
+    #: seconds, for LOOK_MAX_AGE (a parameter so that tests can move time without sleeping)
+    clock: Callable[[], float] = time.monotonic
 
     @classmethod
     def create(
@@ -126,22 +140,20 @@ class Deliverer:
                     ledger.conn, rows, exit_names=exit_names, cap_per=cap.per if cap else None, now=now
                 )
                 ledger.end_read()
-                for row in rows:
-                    try:
-                        event = self._one(ledger, row, facts, now, signer, stats)
-                    except JourneyError as exc:  # one bad send must not stop the batch
-                        log.exception("send %s failed: %s", row.id, exc)
-                        ledger.finish(row.id, "failed", error=str(exc)[:1000], reason="error")
-                        stats.count("failed", "error")
-                        event = None
-                    _record_outcome(row, stats.last, now)
-                    if event is None:
-                        continue
-                    if event is not None:
-                        sent_events.append(event)
-                        facts.recent_sends[row.customer_id] = facts.recent_sends.get(row.customer_id, 0) + (
-                            0 if row.transactional else 1
-                        )
+                size = max(1, self.group)
+                for start in range(0, len(rows), size):
+                    ready: list[Ready] = []
+                    for row in rows[start : start + size]:
+                        try:
+                            item = self._prepare(ledger, row, facts, now, signer, stats)
+                        except JourneyError as exc:  # one bad send must not stop the batch
+                            self._broken(ledger, row, exc, stats)
+                            item = None
+                        if item is None:
+                            _record_outcome(row, stats.last, now)
+                        else:
+                            ready.append(item)
+                    self._send_group(ledger, ready, facts, now, stats, sent_events)
         finally:
             for channel in self.channels.values():
                 channel.close()
@@ -149,6 +161,41 @@ class Deliverer:
                 with self.engine.begin() as wconn:
                     record_events(wconn, sent_events)
         return stats
+
+    def _send_group(
+        self,
+        ledger: Ledger,
+        ready: list[Ready],
+        facts: BatchFacts,
+        now: datetime,
+        stats: DeliveryStats,
+        sent_events: list[InternalEvent],
+    ) -> None:
+        """Look once for the group (again for the rest of it if that look grew old), then send."""
+        if not ready:
+            return
+        verdicts = ledger.look(ready)
+        looked = self.clock()
+        for n, item in enumerate(ready):
+            if n and self.clock() - looked > LOOK_MAX_AGE:
+                verdicts = ledger.look(ready[n:])
+                looked = self.clock()
+            row = item.row
+            try:
+                event = self._send(ledger, item, verdicts.get(row.id), facts, now, stats)
+            except JourneyError as exc:
+                self._broken(ledger, row, exc, stats)
+                event = None
+            _record_outcome(row, stats.last, now)
+            if event is not None:
+                sent_events.append(event)
+                if not row.transactional:
+                    facts.recent_sends[row.customer_id] = facts.recent_sends.get(row.customer_id, 0) + 1
+
+    def _broken(self, ledger: Ledger, row: Any, exc: JourneyError, stats: DeliveryStats) -> None:
+        log.exception("send %s failed: %s", row.id, exc)
+        ledger.finish(row.id, "failed", error=str(exc)[:1000], reason="error")
+        stats.count("failed", "error")
 
     # ------------------------------------------------------------------------------ one send
 
@@ -164,9 +211,10 @@ class Deliverer:
         order = {int(i): n for n, i in enumerate(ids)}
         return sorted(claimed, key=lambda r: order.get(r.id, 0))
 
-    def _one(
+    def _prepare(
         self, ledger: Ledger, row: Any, facts: BatchFacts, now: datetime, signer: Any, stats: DeliveryStats
-    ) -> InternalEvent | None:
+    ) -> Ready | None:
+        """The policies, then the message rendered and built; None when the send is finished here."""
         try:
             rule = self.ruleset.rule(row.rule_id)
         except KeyError:
@@ -197,24 +245,22 @@ class Deliverer:
             now=now,
         )
         key = send_key(row.rule_id, row.step, row.customer_id, row.occurrence)
+        item = Ready(row=row, rule=rule, key=key, topic=rule.topic or rule.id)
         try:
             if row.channel == "webhook":
                 step = send_step_at(rule, row.step)
-                url = step.url or self.ruleset.settings.webhook_url
-                if not url:
+                item.url = step.url or self.ruleset.settings.webhook_url
+                if not item.url:
                     raise DeliveryError(
                         "no webhook url: set url: on the step or webhook_url in settings.yaml", permanent=True
                     )
-                payload = self.templates.render_json(row.template, ctx)
-                subject = f"webhook {row.template}"
-                if not self._last_look(ledger, row, rule, stats):
-                    return None
-                response = self.channels["webhook"].post(url, payload, key=key, now=now)
-                mid = key
+                item.payload = self.templates.render_json(row.template, ctx)
+                item.subject = f"webhook {row.template}"
+                item.message_id = key
             else:
                 rendered = self.templates.render(row.template, ctx)
-                subject = rendered.subject
-                msg = build_email(
+                item.subject = rendered.subject
+                item.msg = build_email(
                     rendered=rendered,
                     mail_from=self.settings.mail_from,
                     to_email=customer.email,
@@ -225,10 +271,7 @@ class Deliverer:
                     unsubscribe_mailto=self.settings.extra.get("JOURNEY_UNSUBSCRIBE_MAILTO"),
                     date=now,
                 )
-                mid = str(msg["Message-ID"])
-                if not self._last_look(ledger, row, rule, stats):
-                    return None
-                response = self.channels["email"].send(msg)
+                item.message_id = str(item.msg["Message-ID"])
         except TemplateError as exc:
             ledger.finish(row.id, "failed", error=str(exc)[:1000], reason="template")
             stats.count("failed", "template")
@@ -236,29 +279,60 @@ class Deliverer:
         except DeliveryError as exc:
             self._failed_delivery(ledger, row, exc, now, stats)
             return None
-        ledger.sent(row.id, sent_at=now, subject=subject, response=response[:1000], message_id=mid)
+        return item
+
+    def _send(
+        self,
+        ledger: Ledger,
+        item: Ready,
+        verdict: str | None,
+        facts: BatchFacts,
+        now: datetime,
+        stats: DeliveryStats,
+    ) -> InternalEvent | None:
+        """Hand one message to its channel, unless its group's look (or the cap) says otherwise."""
+        row = item.row
+        if verdict == "lease_lost":
+            stats.count("skipped", "lease_lost")  # another worker has it now: leave it alone
+            return None
+        if verdict is not None:
+            ledger.finish(row.id, "suppressed", reason=verdict)
+            stats.count("suppressed", verdict)
+            return None
+        cap = self.ruleset.settings.frequency_cap
+        if (
+            not row.transactional
+            and cap is not None
+            and facts.recent_sends.get(row.customer_id, 0) >= cap.max
+        ):
+            # an earlier message of this batch, to the same customer, reached the cap
+            ledger.finish(row.id, "suppressed", reason="frequency_cap")
+            stats.count("suppressed", "frequency_cap")
+            return None
+        try:
+            if item.msg is None:
+                response = self.channels["webhook"].post(item.url, item.payload, key=item.key, now=now)
+            else:
+                response = self.channels["email"].send(item.msg)
+        except DeliveryError as exc:
+            self._failed_delivery(ledger, row, exc, now, stats)
+            return None
+        ledger.sent(
+            row.id, sent_at=now, subject=item.subject, response=response[:1000], message_id=item.message_id
+        )
         stats.count("sent")
         return InternalEvent(
             customer_id=row.customer_id,
             name="email_sent" if row.channel == "email" else "webhook_sent",
             ts=now,
-            properties={"rule": row.rule_id, "send_id": row.id, "template": row.template, "subject": subject},
+            properties={
+                "rule": row.rule_id,
+                "send_id": row.id,
+                "template": row.template,
+                "subject": item.subject,
+            },
             message_id=f"{row.channel}_sent:{row.id}",
         )
-
-    def _last_look(self, ledger: Ledger, row: Any, rule: Any, stats: DeliveryStats) -> bool:
-        """Right before a message leaves, in one round trip: the send is still this worker's (its
-        lease was not taken back and handed to another worker), and an unsubscribe or a bounce
-        recorded a moment ago still counts."""
-        verdict = ledger.last_look(row.id, row.attempts, row.customer_id, row.channel, rule.topic or rule.id)
-        if verdict == "lease_lost":
-            stats.count("skipped", "lease_lost")  # another worker has it now: leave it alone
-            return False
-        if verdict is not None and not (rule.transactional and verdict == "unsubscribed"):
-            ledger.finish(row.id, "suppressed", reason=verdict)
-            stats.count("suppressed", verdict)
-            return False
-        return True
 
     def _policy(
         self, ledger: Ledger, row: Any, rule: Any, customer: Any, facts: BatchFacts, now: datetime
@@ -328,22 +402,39 @@ def _record_outcome(row: Any, outcome: tuple[str, str | None], now: datetime) ->
     )
 
 
+@dataclass
+class Ready:
+    """A message rendered and built, waiting for its group's look."""
+
+    row: Any
+    rule: Any
+    key: str
+    topic: str
+    subject: str = ""
+    message_id: str = ""
+    msg: Email | None = None
+    url: str | None = None
+    payload: Any = None
+
+
 class Ledger:
     """A batch's reads and writes of the sends ledger, each change a compare-and-set from 'sending'.
 
-    PostgreSQL: one autocommit connection for the batch whose commits do not wait for the disk flush
-    (synchronous_commit off for this session, reset at the end: a database crash may forget the last
-    few hundred milliseconds of marks, whose sends then go again with the same Message-ID), and a
-    'sent' mark travels with the next message's opt-out check, in the same statement: one round trip
-    per message besides the channel's. Until then, and if the worker dies, that send is 'sending'
-    and is sent again after its lease: at most one message per worker in that window.
-    SQLite: a short write transaction per change, and reads that never keep an old snapshot.
+    'sent' marks wait and travel together with the next group's look (one statement on PostgreSQL,
+    one short transaction then the look on SQLite), or with the next other change, or the end of
+    the batch: one round trip per group of messages besides the channel's. Until then, and if the
+    worker dies, those sends are 'sending' and go again after their lease: at most one group
+    (GROUP messages) per worker in that window. PostgreSQL: one autocommit connection for the batch
+    whose commits do not wait for the disk flush (synchronous_commit off for this session, reset at
+    the end: a database crash may forget the last few hundred milliseconds of marks, whose sends
+    then go again with the same Message-ID). SQLite: short write transactions, and reads that never
+    keep an old snapshot.
     """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.pg = engine.dialect.name == "postgresql"
-        self._pending: Any = None
+        self._marks: list[dict[str, Any]] = []
         self._conn: Connection | None = None
 
     @property
@@ -378,7 +469,7 @@ class Ledger:
         self.flush()
         return self._execute(statement)
 
-    def _execute(self, statement: Any, params: dict[str, Any] | None = None) -> int:
+    def _execute(self, statement: Any, params: Any = None) -> int:
         if self.pg:
             return int(self.conn.execute(statement, params).rowcount or 0)
         self.end_read()
@@ -390,59 +481,90 @@ class Ledger:
         return bool(self.write(_cas(send_id, status, values)))
 
     def sent(self, send_id: int, *, sent_at: datetime, subject: str, response: str, message_id: str) -> None:
-        """sending → sent: on PostgreSQL written with the next statement, else now."""
-        self.flush()
-        params = {
-            "mark_id": send_id,
-            "mark_sent_at": sent_at,
-            "mark_subject": subject,
-            "mark_response": response,
-            "mark_message_id": message_id,
-        }
-        if self.pg:
-            self._pending = params
-        else:
-            self._execute(MARK_SENT, params)
+        """sending → sent, written with the next statement."""
+        self._marks.append(
+            {
+                "mark_id": send_id,
+                "mark_sent_at": sent_at,
+                "mark_subject": subject,
+                "mark_response": response,
+                "mark_message_id": message_id,
+            }
+        )
 
     def flush(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            self._execute(MARK_SENT, pending)
+        if not self._marks:
+            return
+        marks, self._marks = self._marks, []
+        if self.pg:
+            self.conn.exec_driver_sql(PG_MARK_SENT, _columns(marks))
+        else:
+            self._execute(MARK_SENT, marks)
 
-    def last_look(
-        self, send_id: int, attempts: int, customer_id: int, channel: str, topic: str
-    ) -> str | None:
-        """'lease_lost' when the send is no longer this claim's (not 'sending', or claimed again:
-        each claim counts an attempt), else the customer's opt-out reason or None. Carries the
-        previous message's 'sent' mark on PostgreSQL."""
-        params: dict[str, Any] = {
-            "check_send": send_id,
-            "check_customer": customer_id,
-            "check_channel": channel,
-            "check_topic": topic,
-        }
-        query = LAST_LOOK
-        if self._pending is not None:  # PostgreSQL: the mark rides along as a data-modifying CTE
-            params.update(self._pending)
-            self._pending = None
-            query = LAST_LOOK_AND_MARK_SENT
-        row = self.conn.execute(query, params).first()
-        self.end_read()
-        if row is not None and row[2] != attempts:
-            return "lease_lost"
-        return opt_out_reason(row, channel)
+    def look(self, items: Sequence[Ready]) -> dict[int, str | None]:
+        """Right before a group leaves: per send, 'lease_lost' when it is no longer this claim's (not
+        'sending', or claimed again: each claim counts an attempt), else the customer's opt-out
+        reason ('customer_deleted', 'unsubscribed', 'bounced') or None. On PostgreSQL the waiting
+        'sent' marks ride along as a data-modifying CTE."""
+        send_ids = [item.row.id for item in items]
+        customer_ids = sorted({item.row.customer_id for item in items})
+        if self.pg:
+            params: dict[str, Any] = {"look_send": send_ids, "look_customer": customer_ids}
+            query = PG_LOOK
+            if self._marks:
+                params.update(_columns(self._marks))
+                self._marks = []
+                query = PG_MARK_SENT_AND_LOOK
+            rows: list[Any] = list(self.conn.exec_driver_sql(query, params))
+        else:
+            self.flush()
+            rows = _look_sqlite(self.conn, send_ids, customer_ids)
+            self.end_read()
+        return look_verdicts(
+            [
+                Looked(
+                    i.row.id, i.row.attempts, i.row.customer_id, i.row.channel, i.topic, i.row.transactional
+                )
+                for i in items
+            ],
+            rows,
+        )
 
 
-# The statements run for every message are built once, with bound parameters: building and
-# compiling a Core statement costs more than the round trip it makes. Parameter names must not be
-# column names of `sends`: an UPDATE would take those as more columns to set.
-LAST_LOOK = opted_out_query(
-    bindparam("check_customer"), bindparam("check_channel"), bindparam("check_topic")
-).add_columns(
-    select(sends.c.attempts)
-    .where(sends.c.id == bindparam("check_send"), sends.c.status == "sending")
-    .scalar_subquery()
-)
+def _columns(marks: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Marks as one array per column, for unnest()."""
+    return {name: [m[name] for m in marks] for name in marks[0]}
+
+
+def _look_sqlite(conn: Connection, send_ids: list[int], customer_ids: list[int]) -> list[Any]:
+    """The rows of PG_LOOK, from three small queries (SQLite runs in-process: no round trips)."""
+    rows: list[Any] = [
+        (1, r.id, r.attempts, None, None)
+        for r in conn.execute(
+            select(sends.c.id, sends.c.attempts).where(sends.c.id.in_(send_ids), sends.c.status == "sending")
+        )
+    ]
+    rows += [
+        (2, r.id, 0 if r.email_suppressed_at is None else 1, None, None)
+        for r in conn.execute(
+            select(customers.c.id, customers.c.email_suppressed_at).where(customers.c.id.in_(customer_ids))
+        )
+    ]
+    rows += [
+        (3, r.customer_id, None, r.channel, r.topic)
+        for r in conn.execute(
+            select(unsubscribes.c.customer_id, unsubscribes.c.channel, unsubscribes.c.topic).where(
+                unsubscribes.c.customer_id.in_(customer_ids)
+            )
+        )
+    ]
+    return rows
+
+
+# The statements run for every group are written once. PostgreSQL: plain SQL with arrays (no
+# statement to build, compile or cache-key per group); SQLite: Core, in `_look_sqlite` and below.
+# Core parameter names must not be column names of `sends`: an UPDATE would take those as more
+# columns to set.
 MARK_SENT = (
     sends.update()
     .where(sends.c.id == bindparam("mark_id"), sends.c.status == "sending")
@@ -456,7 +578,23 @@ MARK_SENT = (
         message_id=bindparam("mark_message_id"),
     )
 )
-LAST_LOOK_AND_MARK_SENT = LAST_LOOK.add_cte(MARK_SENT.returning(sends.c.id).cte("mark_sent"))
+PG_MARK_SENT = """UPDATE sends SET status = 'sent', lease_until = NULL, error = NULL, sent_at = m.sent_at,
+    subject = m.subject, response = m.response, message_id = m.message_id
+FROM unnest(%(mark_id)s::bigint[], %(mark_sent_at)s::timestamptz[], %(mark_subject)s::text[],
+            %(mark_response)s::text[], %(mark_message_id)s::text[])
+     AS m (id, sent_at, subject, response, message_id)
+WHERE sends.id = m.id AND sends.status = 'sending'"""
+#: (1, send id, attempts) for each send still 'sending'; (2, customer id, 1 when bounced) for each
+#: customer that exists; (3, customer id, -, channel, topic) for each of their unsubscribes
+PG_LOOK = """SELECT 1, id, attempts, NULL, NULL FROM sends
+WHERE id = ANY(%(look_send)s::bigint[]) AND status = 'sending'
+UNION ALL
+SELECT 2, id, CASE WHEN email_suppressed_at IS NULL THEN 0 ELSE 1 END, NULL, NULL FROM customers
+WHERE id = ANY(%(look_customer)s::bigint[])
+UNION ALL
+SELECT 3, customer_id, NULL, channel, topic FROM unsubscribes
+WHERE customer_id = ANY(%(look_customer)s::bigint[])"""
+PG_MARK_SENT_AND_LOOK = f"WITH mark_sent AS ({PG_MARK_SENT}\nRETURNING sends.id)\n{PG_LOOK}"
 
 
 def _cas(send_id: int, status: str, values: dict[str, Any]) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Connection, Select, func, select
@@ -127,6 +127,54 @@ def load_facts(
         for ev in conn.execute(select(events).where(events.c.id.in_(chunk))):
             facts.trigger_events[ev.id] = ev
     return facts
+
+
+class Looked(NamedTuple):
+    """A send as its group's look sees it."""
+
+    send_id: int
+    attempts: int
+    customer_id: int
+    channel: str
+    topic: str
+    transactional: bool
+
+
+def covers(unsubscribe_channel: str, unsubscribe_topic: str, channel: str, topic: str) -> bool:
+    """Whether an unsubscribe (channel or '*', topic or '*') stops a message on (channel, topic)."""
+    return unsubscribe_channel in (channel, "*") and unsubscribe_topic in ("*", topic)
+
+
+def look_verdicts(sends_: Sequence[Looked], rows: Any) -> dict[int, str | None]:
+    """Per send id: 'customer_deleted', 'lease_lost' (no longer 'sending' with this claim's attempt
+    count), 'unsubscribed' (not for transactional sends), 'bounced' (email) or None to send, from
+    rows (1, send id, attempts, -, -), (2, customer id, 1 when bounced, -, -) and
+    (3, customer id, -, channel, topic) for every unsubscribe of those customers."""
+    attempts: dict[int, int] = {}
+    bounced: dict[int, bool] = {}
+    unsubscribed: dict[int, list[tuple[str, str]]] = {}
+    for kind, key, number, channel, topic in rows:
+        if kind == 1:
+            attempts[key] = number
+        elif kind == 2:
+            bounced[key] = bool(number)
+        else:
+            unsubscribed.setdefault(key, []).append((channel, topic))
+    out: dict[int, str | None] = {}
+    for s in sends_:
+        verdict: str | None = None
+        if s.customer_id not in bounced:
+            verdict = "customer_deleted"
+        elif attempts.get(s.send_id) != s.attempts:
+            verdict = "lease_lost"
+        elif not s.transactional and any(
+            covers(ch, tp, s.channel, s.topic) for ch, tp in unsubscribed.get(s.customer_id, ())
+        ):
+            verdict = "unsubscribed"
+        elif s.channel == "email" and bounced[s.customer_id]:
+            verdict = "bounced"
+        out[s.send_id] = verdict
+    return out
 
 
 def opted_out_query(customer_id: Any, channel: Any, topic: Any) -> Select[Any]:

@@ -10,7 +10,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from itsdangerous import Signer as ItsSigner
 from itsdangerous.encoding import base64_encode
 
 #: how long a link of each purpose stays valid, in seconds (None: forever)
@@ -42,7 +43,7 @@ class Signer:
         # itsdangerous signs with the LAST key of the list and verifies with all of them.
         self._keys = list(reversed(key_list))
         self._serializers: dict[str, URLSafeTimedSerializer] = {}
-        self._signers: dict[str, TimestampSigner] = {}
+        self._signers: dict[str, ItsSigner] = {}
 
     @classmethod
     def from_setting(cls, secret: str) -> Signer:

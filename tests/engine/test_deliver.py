@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
-from engine.deliver import MAX_ATTEMPTS, Deliverer
+from engine.deliver import LEASE, LOOK_MAX_AGE, MAX_ATTEMPTS, Deliverer
 from engine.dispatch import dispatch_due
 from engine.schema import customers, sends, unsubscribes
 from engine.settings import Settings
@@ -259,29 +259,31 @@ def test_a_transactional_send_ignores_an_unsubscribe_but_not_a_bounce(
     ]
 
 
-def test_an_unsubscribe_recorded_while_a_batch_runs_stops_the_rest_of_it(
-    shop: tuple[Kit, Settings, Recorder],
-) -> None:
-    kit, settings, smtp = shop
-    for name in ("mia", "nia", "oli"):
-        cart(kit, name)
-    kit.tick(T0 + 2 * H)
-    inner = Deliverer.create(kit.engine, settings, kit.ruleset).channels["email"]
+class UnsubscribeTheOthers:
+    """After the first message leaves, every other customer unsubscribes (from another connection);
+    each message also takes `seconds_per_message` on the deliverer's clock."""
 
-    class UnsubscribeTheOthers:
-        """After the first message leaves, every other customer unsubscribes (from another connection)."""
+    name = "email"
 
-        name = "email"
+    def __init__(self, kit: Kit, settings: Settings, clock: list[float], seconds_per_message: float) -> None:
+        self.kit = kit
+        self.inner = Deliverer.create(kit.engine, settings, kit.ruleset).channels["email"]
+        self.clock = clock
+        self.seconds = seconds_per_message
+        self.sent = 0
 
-        def open(self) -> None:
-            inner.open()
+    def open(self) -> None:
+        self.inner.open()
 
-        def close(self) -> None:
-            inner.close()
+    def close(self) -> None:
+        self.inner.close()
 
-        def send(self, msg: Any) -> str:
-            answer = str(inner.send(msg))
-            with kit.engine.begin() as conn:
+    def send(self, msg: Any) -> str:
+        answer = str(self.inner.send(msg))
+        self.clock[0] += self.seconds
+        self.sent += 1
+        if self.sent == 1:
+            with self.kit.engine.begin() as conn:
                 others = conn.execute(select(customers.c.id).where(customers.c.email != msg.recipient))
                 conn.execute(
                     unsubscribes.insert(),
@@ -290,19 +292,37 @@ def test_an_unsubscribe_recorded_while_a_batch_runs_stops_the_rest_of_it(
                         for c in others.scalars()
                     ],
                 )
-            return answer
+        return answer
 
-    deliverer = Deliverer.create(
-        kit.engine, settings, kit.ruleset, channels={"email": UnsubscribeTheOthers()}
-    )
+
+@pytest.mark.parametrize(
+    ("group", "seconds_per_message", "sent"),
+    [
+        (1, 0.0, 1),  # a look before every message: the unsubscribes stop all the others
+        (2, 0.0, 2),  # the rest of the first message's group goes (the documented window), no more
+        (20, 0.0, 5),  # the whole batch is one group: it all goes
+        (20, LOOK_MAX_AGE + 0.1, 1),  # a slow channel: the group's look is made again, it stops them
+    ],
+)
+def test_an_unsubscribe_recorded_while_a_batch_runs_stops_the_next_group(
+    shop: tuple[Kit, Settings, Recorder], group: int, seconds_per_message: float, sent: int
+) -> None:
+    kit, settings, smtp = shop
+    for name in ("mia", "nia", "oli", "pat", "quy"):
+        cart(kit, name)
+    kit.tick(T0 + 2 * H)
+    clock = [0.0]
+    channel = UnsubscribeTheOthers(kit, settings, clock, seconds_per_message)
+    deliverer = Deliverer.create(kit.engine, settings, kit.ruleset, channels={"email": channel})
+    deliverer.group = group
+    deliverer.clock = lambda: clock[0]
     out = dispatch_due(kit.engine, settings, now=T0 + 2 * H, deliverer=deliverer).as_dict()
-    assert (out["sent"], out["suppressed"]) == (1, 2)
-    assert len(smtp.messages) == 1
-    assert sorted(statuses(kit)) == [
-        ("cart_reminder", "sent", None),
-        ("cart_reminder", "suppressed", "unsubscribed"),
-        ("cart_reminder", "suppressed", "unsubscribed"),
-    ]
+    assert (out["sent"], out.get("suppressed", 0)) == (sent, 5 - sent)
+    assert len(smtp.messages) == sent
+    assert sorted(statuses(kit)) == sorted(
+        [("cart_reminder", "sent", None)] * sent
+        + [("cart_reminder", "suppressed", "unsubscribed")] * (5 - sent)
+    )
 
 
 def test_every_send_logs_a_json_line_with_rule_send_key_and_customer(
@@ -332,18 +352,20 @@ def test_every_send_logs_a_json_line_with_rule_send_key_and_customer(
     assert "journey_delivery_latency_seconds_bucket" in body
 
 
+@pytest.mark.parametrize("group", [1, 20])
 def test_a_worker_whose_lease_was_taken_back_does_not_send_what_it_no_longer_holds(
-    shop: tuple[Kit, Settings, Recorder],
+    shop: tuple[Kit, Settings, Recorder], group: int
 ) -> None:
     kit, settings, smtp = shop
+    clock = [0.0]
     for name in ("pia", "quin"):
         cart(kit, name)
     kit.tick(T0 + 2 * H)
     inner = Deliverer.create(kit.engine, settings, kit.ruleset).channels["email"]
 
     class SlowWorker:
-        """While the first message is on its way, the batch's lease runs out: the dispatcher takes
-        the other send back and another worker claims it (one more attempt)."""
+        """While the first message is on its way, the batch's lease runs out (the clock moves past
+        it): the dispatcher takes the other send back and another worker claims it (one more attempt)."""
 
         name = "email"
 
@@ -364,9 +386,12 @@ def test_a_worker_whose_lease_was_taken_back_does_not_send_what_it_no_longer_hol
                     )
                     .values(attempts=sends.c.attempts + 1)
                 )
+            clock[0] += LEASE.total_seconds()
             return str(inner.send(msg))
 
     deliverer = Deliverer.create(kit.engine, settings, kit.ruleset, channels={"email": SlowWorker()})
+    deliverer.group = group
+    deliverer.clock = lambda: clock[0]
     stats = dispatch_due(kit.engine, settings, now=T0 + 2 * H, deliverer=deliverer).as_dict()
     assert (stats["sent"], stats["skipped"]) == (1, 1)
     assert len(smtp.messages) == 1
