@@ -28,4 +28,4 @@ def test_downgrade_to_the_first_revision_and_back(db: Engine) -> None:
     upgrade(db, "0001")
     assert current_revision(db) == "0001"
     upgrade(db)
-    assert current_revision(db) == "0002"
+    assert current_revision(db) == "0003"
