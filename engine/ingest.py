@@ -6,16 +6,19 @@ A bad item is reported with where and what, and skipped; the good items around i
 
 from __future__ import annotations
 
+import base64
 import json
+import queue
 import random
 import secrets
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Connection, Engine, bindparam, case, func, select
+from sqlalchemy import Connection, Engine, bindparam, case, func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from engine.db import greatest, insert_ignore, is_postgres, json_merge, least, upsert, write_tx
@@ -88,8 +91,12 @@ def parse_timestamp(value: Any) -> datetime:
     return parsed.astimezone(UTC)
 
 
-def parse_event(obj: object) -> ParsedEvent:
-    """Validate one decoded event; raise IngestError with a reason a person can act on."""
+def parse_event(obj: object, *, check_nul: bool = True) -> ParsedEvent:
+    """Validate one decoded event; raise IngestError with a reason a person can act on.
+
+    `check_nul=False` skips the search for NUL characters, for a caller that knows the JSON text
+    holds no `\\u0000` escape (the only way a NUL can reach a decoded value).
+    """
     if not isinstance(obj, dict):
         raise IngestError(f"an event is a JSON object, not {type(obj).__name__}")
     kind = obj.get("type")
@@ -125,7 +132,9 @@ def parse_event(obj: object) -> ParsedEvent:
         raise IngestError("'traits' must be a JSON object")
     if not isinstance(props, dict):
         raise IngestError("'properties' must be a JSON object")
-    if "\\u0000" in json.dumps([traits, props]):  # JSON escapes NUL; PostgreSQL refuses it in text
+    if check_nul and "\\u0000" in json.dumps(
+        [traits, props]
+    ):  # JSON escapes NUL; PostgreSQL refuses it in text
         raise IngestError("a trait or property holds a NUL character (\\u0000), which databases cannot store")
     if kind == "identify" and obj.get("properties"):
         raise IngestError("an identify carries 'traits', not 'properties'")
@@ -160,33 +169,50 @@ def new_referral_code(rng: random.Random | None = None) -> str:
     return "".join(secrets.choice(REFERRAL_ALPHABET) for _ in range(CODE_LENGTH))
 
 
+#: base32 has 32 symbols like REFERRAL_ALPHABET: 5 random bits make one character of a code
+_FROM_BASE32 = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", REFERRAL_ALPHABET)
+
+
+def new_referral_codes(n: int, rng: random.Random) -> list[str]:
+    """`n` codes at once (a batch's new customers): one random draw, not one per character."""
+    chunks = (n * CODE_LENGTH + 7) // 8  # base32 turns 5 bytes into 8 characters
+    text = base64.b32encode(rng.randbytes(5 * chunks)).decode("ascii").translate(_FROM_BASE32)
+    return [text[i : i + CODE_LENGTH] for i in range(0, n * CODE_LENGTH, CODE_LENGTH)]
+
+
 # ------------------------------------------------------------------------------------- batches
+
+
+def _new_customers(batch: Sequence[ParsedEvent]) -> list[tuple[str, int, str, datetime]]:
+    """(external id, salt, referral code, earliest time) of every customer in the batch: what a
+    customer unknown so far is created with."""
+    earliest: dict[str, datetime] = {}
+    for ev in batch:
+        seen = earliest.get(ev.customer_id)
+        if seen is None or ev.timestamp < seen:
+            earliest[ev.customer_id] = ev.timestamp
+    rng = random.Random(secrets.randbits(64))
+    codes = new_referral_codes(len(earliest), rng)
+    return [
+        (cid, rng.getrandbits(31), code, ts) for (cid, ts), code in zip(earliest.items(), codes, strict=True)
+    ]
 
 
 def _ensure_customers(
     conn: Connection, batch: Sequence[ParsedEvent], received_at: datetime
 ) -> dict[str, int]:
     """Create unknown customers (one statement), and return external id -> internal id."""
-    earliest: dict[str, datetime] = {}
-    for ev in batch:
-        if ev.customer_id not in earliest or ev.timestamp < earliest[ev.customer_id]:
-            earliest[ev.customer_id] = ev.timestamp
-    rng = random.Random(secrets.randbits(64))
     rows = [
         {
             "external_id": cid,
             "attributes": {},
-            "salt": rng.randrange(2**31),
-            "referral_code": new_referral_code(rng),
+            "salt": salt,
+            "referral_code": code,
             "created_at": received_at,
             "first_seen_at": ts,
         }
-        for cid, ts in earliest.items()
+        for cid, salt, code, ts in _new_customers(batch)
     ]
-    if rows and is_postgres(conn):
-        from engine import ingest_pg
-
-        return ingest_pg.ensure_customers(conn, rows)
     if rows:
         stmt = upsert(conn, customers)
         stmt = stmt.on_conflict_do_update(
@@ -194,10 +220,13 @@ def _ensure_customers(
             set_={"first_seen_at": least(conn, customers.c.first_seen_at, stmt.excluded.first_seen_at)},
         )
         conn.execute(stmt, rows)
+    return _ids(conn, [str(r["external_id"]) for r in rows])
+
+
+def _ids(conn: Connection, external_ids: Sequence[str]) -> dict[str, int]:
     ids: dict[str, int] = {}
-    keys = list(earliest)
-    for i in range(0, len(keys), 5000):
-        chunk = keys[i : i + 5000]
+    for i in range(0, len(external_ids), 5000):
+        chunk = external_ids[i : i + 5000]
         for ext, cid in conn.execute(
             select(customers.c.external_id, customers.c.id).where(customers.c.external_id.in_(chunk))
         ):
@@ -205,8 +234,8 @@ def _ensure_customers(
     return ids
 
 
-def _apply_identifies(conn: Connection, items: Sequence[ParsedEvent], ids: dict[str, int]) -> None:
-    """Merge traits: a newer identify overwrites, an older one only fills what is missing."""
+def _merged_identifies(items: Sequence[ParsedEvent]) -> dict[str, tuple[datetime, dict[str, Any]]]:
+    """Per customer, the batch's identifies merged in time order: (newest time, traits)."""
     merged: dict[str, tuple[datetime, dict[str, Any]]] = {}
     for ev in sorted(items, key=lambda e: e.timestamp):
         traits = {k: v for k, v in ev.traits.items() if k not in ("referral_code", "referred_by")}
@@ -215,6 +244,25 @@ def _apply_identifies(conn: Connection, items: Sequence[ParsedEvent], ids: dict[
             merged[ev.customer_id] = (ev.timestamp, {**prev, **traits})
         else:
             merged[ev.customer_id] = (ev.timestamp, traits)
+    return merged
+
+
+def _wanted_codes(items: Sequence[ParsedEvent]) -> dict[str, str]:
+    """external id -> the `referral_code` trait it asks for; a code asked for by two customers of
+    the batch goes to the first."""
+    wanted = {ev.customer_id: ev.traits["referral_code"] for ev in items if ev.traits.get("referral_code")}
+    out: dict[str, str] = {}
+    claimed: set[str] = set()
+    for ext, code in wanted.items():
+        if code not in claimed:
+            claimed.add(code)
+            out[ext] = code
+    return out
+
+
+def _apply_identifies(conn: Connection, items: Sequence[ParsedEvent]) -> None:
+    """Merge traits: a newer identify overwrites, an older one only fills what is missing."""
+    merged = _merged_identifies(items)
     if not merged:
         return
     rows = []
@@ -229,11 +277,6 @@ def _apply_identifies(conn: Connection, items: Sequence[ParsedEvent], ids: dict[
         for key in KNOWN_TRAITS:
             row[key] = traits.get(key)
         rows.append(row)
-    if is_postgres(conn):
-        from engine import ingest_pg
-
-        ingest_pg.apply_identifies(conn, rows)
-        return
     stmt = upsert(conn, customers)
     x = stmt.excluded
     newer = customers.c.identified_at.is_(None) | (x.identified_at >= customers.c.identified_at)
@@ -252,23 +295,16 @@ def _apply_identifies(conn: Connection, items: Sequence[ParsedEvent], ids: dict[
 
 def _apply_referral_codes(conn: Connection, items: Sequence[ParsedEvent], ids: dict[str, int]) -> None:
     """A `referral_code` trait becomes the customer's code when no one else owns it."""
-    wanted = {ev.customer_id: ev.traits["referral_code"] for ev in items if ev.traits.get("referral_code")}
+    wanted = _wanted_codes(items)
     if not wanted:
         return
     taken = {
-        code: owner
-        for code, owner in conn.execute(
-            select(customers.c.referral_code, customers.c.id).where(
-                customers.c.referral_code.in_(set(wanted.values()))
-            )
+        code
+        for (code,) in conn.execute(
+            select(customers.c.referral_code).where(customers.c.referral_code.in_(set(wanted.values())))
         )
     }
-    updates = []
-    for ext, code in wanted.items():
-        if code in taken:
-            continue
-        updates.append({"b_id": ids[ext], "b_code": code})
-        taken[code] = ids[ext]
+    updates = [{"b_id": ids[ext], "b_code": code} for ext, code in wanted.items() if code not in taken]
     if updates:
         conn.execute(
             customers.update()
@@ -278,19 +314,45 @@ def _apply_referral_codes(conn: Connection, items: Sequence[ParsedEvent], ids: d
         )
 
 
-def _referrals(conn: Connection, items: Sequence[ParsedEvent], ids: dict[str, int]) -> list[InternalEvent]:
+def _identify_rows(items: Sequence[ParsedEvent]) -> list[tuple[Any, ...]]:
+    """The batch's identifies as rows of engine.ingest_pg.IDENTIFY_COLUMNS."""
+    from engine.ingest_pg import dumps
+
+    wanted = _wanted_codes(items)
+    rows = []
+    for ext, (ts, traits) in _merged_identifies(items).items():
+        attributes = {k: v for k, v in traits.items() if k not in KNOWN_TRAITS}
+        rows.append(
+            (
+                ext,
+                ts,
+                traits.get("email"),
+                traits.get("phone"),
+                traits.get("timezone"),
+                traits.get("locale"),
+                traits.get("first_name"),
+                dumps(attributes),
+                wanted.get(ext),
+            )
+        )
+    return rows
+
+
+def _referrals(conn: Connection, items: Sequence[ParsedEvent]) -> list[InternalEvent]:
     """`referred_by: CODE` on a first identify or first order credits the code's owner, once."""
-    candidates: dict[int, tuple[str, datetime]] = {}
+    wanted: dict[str, tuple[str, datetime]] = {}
     for ev in items:
         code = ev.traits.get("referred_by") if ev.type == "identify" else None
         if ev.type == "track" and ev.event == "order_placed":
             code = ev.properties.get("referred_by")
         if isinstance(code, str) and code:
-            cid = ids[ev.customer_id]
-            if cid not in candidates or ev.timestamp < candidates[cid][1]:
-                candidates[cid] = (code, ev.timestamp)
-    if not candidates:
+            ext = ev.customer_id
+            if ext not in wanted or ev.timestamp < wanted[ext][1]:
+                wanted[ext] = (code, ev.timestamp)
+    if not wanted:
         return []
+    ids = _ids(conn, list(wanted))
+    candidates = {ids[ext]: found for ext, found in wanted.items()}
     owners = {
         code: (owner, ext)
         for code, owner, ext in conn.execute(
@@ -410,51 +472,112 @@ def record_events(conn: Connection, rows: Sequence[InternalEvent]) -> int:
     return len(stored)
 
 
-def _store_batch(engine: Engine, batch: list[ParsedEvent], received_at: datetime) -> IngestResult:
+def _store_batch(
+    engine: Engine, batch: list[ParsedEvent], received_at: datetime, *, durable: bool = True
+) -> IngestResult:
     for attempt in range(3):
         try:
-            return _store_batch_once(engine, batch, received_at)
+            return _store_batch_once(engine, batch, received_at, durable=durable)
         except IntegrityError as exc:
             if "referral_code" not in str(exc) or attempt == 2:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _store_batch_once(engine: Engine, batch: list[ParsedEvent], received_at: datetime) -> IngestResult:
+def _store_batch_once(
+    engine: Engine, batch: list[ParsedEvent], received_at: datetime, *, durable: bool = True
+) -> IngestResult:
+    """Store one batch in one transaction. `durable=False` (PostgreSQL) lets the commit return
+    before its WAL is on disk: the caller commits a durable batch last, whose flush covers it."""
     result = IngestResult()
-    with write_tx(engine) as conn:
-        ids = _ensure_customers(conn, batch, received_at)
-        identifies = [ev for ev in batch if ev.type == "identify"]
-        _apply_identifies(conn, identifies, ids)
-        _apply_referral_codes(conn, identifies, ids)
-        internal = _referrals(conn, batch, ids)
-        tracks = [ev for ev in batch if ev.type == "track"]
-        rows = [
-            {
-                "customer_id": ids[ev.customer_id],
-                "name": ev.event,
-                "ts": ev.timestamp,
-                "received_at": received_at,
-                "message_id": ev.message_id,
-                "properties": ev.properties,
-            }
-            for ev in tracks
-        ]
-        if is_postgres(conn):
-            from engine import ingest_pg
+    identifies = [ev for ev in batch if ev.type == "identify"]
+    tracks = [ev for ev in batch if ev.type == "track"]
+    pg_info: dict[Any, Any] | None = None
+    try:
+        with write_tx(engine) as conn:
+            if is_postgres(conn):
+                from engine import ingest_pg
 
-            n_stored = ingest_pg.insert_events(conn, rows)
-        else:
-            n_stored = len(stored := _insert_events(conn, rows))
-            _update_summary(conn, stored)
-        record_events(conn, internal)
-        record_opt_outs(
-            conn, ((ev.customer_id, ev.timestamp, ev.properties) for ev in tracks if ev.event == OPT_OUT)
-        )
-        result.stored = n_stored
-        result.duplicates = len(tracks) - n_stored
-        result.identified = len(identifies)
+                pg_info = conn.connection.info
+                if not durable:
+                    conn.execute(text("SET LOCAL synchronous_commit = off"))
+                dumps = ingest_pg.dumps
+                n_stored = ingest_pg.store_batch(
+                    conn,
+                    received_at=received_at,
+                    new_customers=_new_customers(batch),
+                    identifies=_identify_rows(identifies),
+                    tracks=[
+                        (i, ev.customer_id, ev.event, ev.timestamp, ev.message_id, dumps(ev.properties))
+                        for i, ev in enumerate(tracks)
+                    ],
+                )
+            else:
+                ids = _ensure_customers(conn, batch, received_at)
+                _apply_identifies(conn, identifies)
+                _apply_referral_codes(conn, identifies, ids)
+                rows = [
+                    {
+                        "customer_id": ids[ev.customer_id],
+                        "name": ev.event,
+                        "ts": ev.timestamp,
+                        "received_at": received_at,
+                        "message_id": ev.message_id,
+                        "properties": ev.properties,
+                    }
+                    for ev in tracks
+                ]
+                n_stored = len(stored := _insert_events(conn, rows))
+                _update_summary(conn, stored)
+            record_events(conn, _referrals(conn, batch))
+            record_opt_outs(
+                conn, ((ev.customer_id, ev.timestamp, ev.properties) for ev in tracks if ev.event == OPT_OUT)
+            )
+    except BaseException:
+        if pg_info is not None:
+            pg_info.pop("ingest_stage", None)  # its temporary tables may have been rolled back
+        raise
+    result.stored = n_stored
+    result.duplicates = len(tracks) - n_stored
+    result.identified = len(identifies)
     return result
+
+
+class _Writer:
+    """Stores batches on a thread of its own, so that parsing the next batch overlaps with the
+    database's work on this one (at most one batch waits; a failure is raised to the caller)."""
+
+    def __init__(self, engine: Engine, received_at: datetime) -> None:
+        self.engine = engine
+        self.received_at = received_at
+        self.total = IngestResult()
+        self.error: BaseException | None = None
+        self.queue: queue.Queue[list[ParsedEvent] | None] = queue.Queue(maxsize=1)
+        self.thread = threading.Thread(target=self._run, name="journey-ingest-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (batch := self.queue.get()) is not None:
+            if self.error is not None:
+                continue  # drain: the caller sees the error at its next put or at close
+            try:
+                self.total.add(_store_batch(self.engine, batch, self.received_at, durable=False))
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                self.error = exc
+
+    def put(self, batch: list[ParsedEvent]) -> None:
+        self._raise()
+        self.queue.put(batch)
+
+    def close(self) -> IngestResult:
+        self.queue.put(None)
+        self.thread.join()
+        self._raise()
+        return self.total
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def _ingest(
@@ -465,27 +588,42 @@ def _ingest(
     chunk_size: int,
     on_error: Callable[[int, IngestError], None] | None = None,
 ) -> IngestResult:
-    """Store parsed events in batches; each IngestError is counted (and reported) with its index."""
-    total = IngestResult()
+    """Store parsed events in batches; each IngestError is counted (and reported) with its index.
+
+    Full batches go to a writer thread as soon as the next one is full; the last batch is stored
+    here, durably, once the writer is done, so that when this returns everything is on disk.
+    """
+    rejected: list[tuple[int, str]] = []
+    writer: _Writer | None = None
+    held: list[ParsedEvent] | None = None  # a full batch, kept until we know whether it is the last
     batch: list[ParsedEvent] = []
-    for index, item in parsed:
-        if isinstance(item, IngestError):
-            total.rejected.append((index, str(item)))
-            if on_error is not None:
-                on_error(index, item)
-            continue
-        batch.append(item)
-        if len(batch) >= chunk_size:
-            total.add(_store_batch(engine, batch, received_at))
-            batch = []
+    try:
+        for index, item in parsed:
+            if isinstance(item, IngestError):
+                rejected.append((index, str(item)))
+                if on_error is not None:
+                    on_error(index, item)
+                continue
+            batch.append(item)
+            if len(batch) >= chunk_size:
+                if held is not None:
+                    if writer is None:
+                        writer = _Writer(engine, received_at)
+                    writer.put(held)
+                held, batch = batch, []
+    finally:
+        total = writer.close() if writer is not None else IngestResult()
+    if held is not None:
+        total.add(_store_batch(engine, held, received_at, durable=not batch))
     if batch:
         total.add(_store_batch(engine, batch, received_at))
+    total.rejected = rejected + total.rejected
     return total
 
 
-def _parse(obj: object) -> ParsedEvent | IngestError:
+def _parse(obj: object, *, check_nul: bool = True) -> ParsedEvent | IngestError:
     try:
-        return parse_event(obj)
+        return parse_event(obj, check_nul=check_nul)
     except IngestError as exc:
         return exc
 
@@ -516,7 +654,8 @@ def _parse_lines(
         except json.JSONDecodeError as exc:
             yield number, IngestError(f"not valid JSON: {exc.msg} at column {exc.colno}")
             continue
-        yield number, _parse(obj)
+        # JSON text can carry a NUL only as the escape \u0000: without one, skip the search
+        yield number, _parse(obj, check_nul="\\u0000" in line)
 
 
 def ingest_file(

@@ -1,49 +1,120 @@
-"""PostgreSQL's fast form of the ingest batch: COPY into a temporary table, then one INSERT … SELECT
-per target (DESIGN: the faster form behind one small function; engine/ingest.py has the portable
-form beside it, which SQLite uses)."""
+"""PostgreSQL's fast form of the ingest batch (DESIGN: the faster form behind one small function;
+engine/ingest.py has the portable form beside it, which SQLite uses).
+
+A batch is COPYed into three temporary tables (new customers, merged identifies, track events),
+then folded into the real tables by a few set-based statements, keyed on the customer's external
+id so that no id has to travel back to Python:
+
+1. customers: unknown ones are inserted with their identify merged in (an existing customer costs
+   one index probe and is not rewritten), and the identifies of known ones are merged by an upsert;
+2. events and event_summary: one statement looks every customer of the batch up once, moves back
+   the earliest activity of the few that got late events, inserts the events (ON CONFLICT
+   (message_id) DO NOTHING) and folds the rows it inserted into the summary per (customer, event).
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
-_CUSTOMERS_STAGE = """
-CREATE TEMP TABLE IF NOT EXISTS ingest_customers (
-  external_id varchar(255), salt integer, referral_code varchar(32), created_at timestamptz,
-  first_seen_at timestamptz) ON COMMIT DELETE ROWS
-"""
-_EVENTS_STAGE = """
-CREATE TEMP TABLE IF NOT EXISTS ingest_events (
-  customer_id bigint, name varchar(128), ts timestamptz, received_at timestamptz, message_id varchar(255),
-  properties jsonb) ON COMMIT DELETE ROWS
-"""
+_STAGE = (
+    """CREATE TEMP TABLE IF NOT EXISTS ingest_new_customers (
+  external_id varchar(255), salt integer, referral_code varchar(32), first_seen_at timestamptz
+) ON COMMIT DELETE ROWS""",
+    """CREATE TEMP TABLE IF NOT EXISTS ingest_identify_rows (
+  external_id varchar(255), identified_at timestamptz, email varchar(320), phone varchar(64),
+  timezone varchar(64), locale varchar(32), first_name varchar(255), attributes jsonb,
+  referral_code varchar(32)
+) ON COMMIT DELETE ROWS""",
+    """CREATE TEMP TABLE IF NOT EXISTS ingest_track_rows (
+  seq integer, external_id varchar(255), name varchar(128), ts timestamptz, message_id varchar(255),
+  properties jsonb
+) ON COMMIT DELETE ROWS""",
+)
 
-_UPSERT_CUSTOMERS = """
-INSERT INTO customers (external_id, attributes, salt, referral_code, created_at, first_seen_at)
-SELECT external_id, '{}'::jsonb, salt, referral_code, created_at, first_seen_at FROM ingest_customers
+CUSTOMER_COLUMNS = ("external_id", "salt", "referral_code", "first_seen_at")
+IDENTIFY_COLUMNS = (
+    "external_id",
+    "identified_at",
+    "email",
+    "phone",
+    "timezone",
+    "locale",
+    "first_name",
+    "attributes",
+    "referral_code",
+)
+TRACK_COLUMNS = ("seq", "external_id", "name", "ts", "message_id", "properties")
+
+_NEWER = "(c.identified_at IS NULL OR excluded.identified_at >= c.identified_at)"
+_FREE_CODE = "NOT EXISTS (SELECT 1 FROM customers o WHERE o.referral_code = {code})"
+#: `created`: the batch's unknown customers, written once with their merged identify (a wanted
+#: referral code no one owns replaces the random one); then the identifies of known customers:
+#: a newer identify overwrites, an older one only fills what is missing
+_CUSTOMERS = f"""
+WITH created AS (
+  INSERT INTO customers (external_id, attributes, salt, referral_code, created_at, first_seen_at,
+                         identified_at, email, phone, timezone, locale, first_name)
+  SELECT n.external_id, coalesce(i.attributes, '{{}}'::jsonb), n.salt,
+         CASE WHEN i.referral_code IS NOT NULL AND {_FREE_CODE.format(code="i.referral_code")}
+              THEN i.referral_code ELSE n.referral_code END,
+         %(received_at)s, n.first_seen_at, i.identified_at, i.email, i.phone, i.timezone, i.locale, i.first_name
+  FROM ingest_new_customers n LEFT JOIN ingest_identify_rows i ON i.external_id = n.external_id
+  ORDER BY n.external_id
+  ON CONFLICT (external_id) DO NOTHING
+  RETURNING external_id
+)
+INSERT INTO customers AS c (external_id, identified_at, email, phone, timezone, locale, first_name, attributes,
+                            referral_code, salt, created_at)
+SELECT external_id, identified_at, email, phone, timezone, locale, first_name, attributes, referral_code, 0,
+       identified_at
+FROM ingest_identify_rows i
+WHERE NOT EXISTS (SELECT 1 FROM created WHERE created.external_id = i.external_id)
 ORDER BY external_id
-ON CONFLICT (external_id) DO UPDATE SET first_seen_at = LEAST(customers.first_seen_at, excluded.first_seen_at)
-RETURNING external_id, id
-"""
+ON CONFLICT (external_id) DO UPDATE SET
+  identified_at = CASE WHEN {_NEWER} THEN excluded.identified_at ELSE c.identified_at END,
+  attributes = CASE WHEN {_NEWER} THEN c.attributes || excluded.attributes
+                    ELSE excluded.attributes || c.attributes END,
+  referral_code = CASE WHEN excluded.referral_code IS NOT NULL AND {_FREE_CODE.format(code="excluded.referral_code")}
+                       THEN excluded.referral_code ELSE c.referral_code END,
+""" + ",\n".join(
+    f"  {col} = CASE WHEN {_NEWER} THEN coalesce(excluded.{col}, c.{col}) "
+    f"ELSE coalesce(c.{col}, excluded.{col}) END"
+    for col in ("email", "phone", "timezone", "locale", "first_name")
+)
 
+#: `batch`: every customer of the batch, looked up once; `seen`: the few whose earliest activity
+#: moved back (late events); then the events, and their fold into event_summary
 _INSERT_EVENTS = """
-WITH ins AS (
+WITH batch AS MATERIALIZED (
+  SELECT c.id, n.external_id, n.first_seen_at AS batch_first, c.first_seen_at
+  FROM ingest_new_customers n JOIN customers c ON c.external_id = n.external_id
+), seen AS (
+  UPDATE customers c SET first_seen_at = b.batch_first FROM batch b
+  WHERE c.id = b.id AND (b.first_seen_at IS NULL OR b.batch_first < b.first_seen_at)
+  RETURNING 1
+), ins AS (
   INSERT INTO events (customer_id, name, ts, received_at, message_id, properties)
-  SELECT customer_id, name, ts, received_at, message_id, properties FROM ingest_events
+  SELECT b.id, t.name, t.ts, %(received_at)s, t.message_id, t.properties
+  FROM ingest_track_rows t JOIN batch b ON b.external_id = t.external_id
+  ORDER BY t.seq
   ON CONFLICT (message_id) DO NOTHING
   RETURNING id, customer_id, name, ts, properties
 ), agg AS (
-  SELECT customer_id, name, min(ts) AS first_at, max(ts) AS last_at, count(*) AS cnt,
-         (array_agg(id ORDER BY ts DESC, id DESC))[1] AS last_id,
-         (array_agg(properties ORDER BY ts DESC, id DESC))[1] AS last_props
+  SELECT customer_id, name, min(ts) AS first_at, max(ts) AS last_at, count(*) AS cnt
   FROM ins GROUP BY customer_id, name
+), latest AS (
+  SELECT DISTINCT ON (customer_id, name) customer_id, name, id, properties
+  FROM ins ORDER BY customer_id, name, ts DESC, id DESC
 ), up AS (
   INSERT INTO event_summary AS s (customer_id, name, first_at, last_at, count, last_event_id, last_properties)
-  SELECT customer_id, name, first_at, last_at, cnt, last_id, last_props FROM agg ORDER BY customer_id, name
+  SELECT a.customer_id, a.name, a.first_at, a.last_at, a.cnt, l.id, l.properties
+  FROM agg a JOIN latest l ON l.customer_id = a.customer_id AND l.name = a.name
+  ORDER BY a.customer_id, a.name
   ON CONFLICT (customer_id, name) DO UPDATE SET
     first_at = LEAST(s.first_at, excluded.first_at),
     last_at = GREATEST(s.last_at, excluded.last_at),
@@ -54,97 +125,50 @@ WITH ins AS (
                            THEN excluded.last_properties ELSE s.last_properties END
   RETURNING 1
 )
-SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM up)
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM up), (SELECT count(*) FROM seen)
 """
 
 
-def _copy(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    raw: Any = conn.connection.driver_connection
-    with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+def _copy(cur: Any, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
 
 
-def ensure_customers(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
-    conn.execute(text(_CUSTOMERS_STAGE))
-    _copy(
-        conn,
-        "ingest_customers",
-        ["external_id", "salt", "referral_code", "created_at", "first_seen_at"],
-        [
-            (r["external_id"], r["salt"], r["referral_code"], r["created_at"], r["first_seen_at"])
-            for r in rows
-        ],
-    )
-    return {ext: int(cid) for ext, cid in conn.execute(text(_UPSERT_CUSTOMERS))}
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
-def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
-    """Store events and fold them into event_summary in one statement; returns how many were new."""
-    if not rows:
-        return 0
-    conn.execute(text(_EVENTS_STAGE))
-    _copy(
-        conn,
-        "ingest_events",
-        ["customer_id", "name", "ts", "received_at", "message_id", "properties"],
-        [
-            (
-                r["customer_id"],
-                r["name"],
-                r["ts"],
-                r["received_at"],
-                r["message_id"],
-                json.dumps(r["properties"], separators=(",", ":")),
-            )
-            for r in rows
-        ],
-    )
-    stored = conn.execute(text(_INSERT_EVENTS)).scalar_one()
-    return int(stored)
+def store_batch(
+    conn: Connection,
+    *,
+    received_at: datetime,
+    new_customers: Sequence[Sequence[Any]],
+    identifies: Sequence[Sequence[Any]],
+    tracks: Sequence[Sequence[Any]],
+) -> int:
+    """Store one batch in the caller's transaction; returns how many track events were new.
+
+    Rows are tuples in the order of CUSTOMER_COLUMNS, IDENTIFY_COLUMNS (attributes as JSON text)
+    and TRACK_COLUMNS (properties as JSON text).
+    """
+    raw: Any = conn.connection.driver_connection
+    params = {"received_at": received_at}
+    with raw.cursor() as cur:
+        # a temporary table lives as long as the session: create them once per connection (the
+        # caller drops the flag when this transaction fails, which may have rolled them back)
+        info = conn.connection.info
+        if not info.get("ingest_stage"):
+            for ddl in _STAGE:
+                cur.execute(ddl)
+            info["ingest_stage"] = True
+        _copy(cur, "ingest_new_customers", CUSTOMER_COLUMNS, new_customers)
+        _copy(cur, "ingest_identify_rows", IDENTIFY_COLUMNS, identifies)
+        cur.execute(_CUSTOMERS, params)
+        _copy(cur, "ingest_track_rows", TRACK_COLUMNS, tracks)
+        cur.execute(_INSERT_EVENTS, params)
+        row = cur.fetchone()
+        return int(row[0])
 
 
-__all__ = ["datetime", "ensure_customers", "insert_events"]
-
-
-_IDENTIFY_STAGE = """
-CREATE TEMP TABLE IF NOT EXISTS ingest_identifies (
-  external_id varchar(255), identified_at timestamptz, email varchar(320), phone varchar(64),
-  timezone varchar(64), locale varchar(32), first_name varchar(255), attributes jsonb) ON COMMIT DELETE ROWS
-"""
-_NEWER = "(c.identified_at IS NULL OR excluded.identified_at >= c.identified_at)"
-_APPLY_IDENTIFIES = f"""
-INSERT INTO customers AS c (external_id, identified_at, email, phone, timezone, locale, first_name, attributes,
-                            salt, created_at)
-SELECT external_id, identified_at, email, phone, timezone, locale, first_name, attributes, 0, identified_at
-FROM ingest_identifies
-ORDER BY external_id
-ON CONFLICT (external_id) DO UPDATE SET
-  identified_at = CASE WHEN {_NEWER} THEN excluded.identified_at ELSE c.identified_at END,
-  attributes = CASE WHEN {_NEWER} THEN c.attributes || excluded.attributes ELSE excluded.attributes || c.attributes END,
-""" + ",\n".join(
-    f"  {col} = CASE WHEN {_NEWER} THEN coalesce(excluded.{col}, c.{col}) ELSE coalesce(c.{col}, excluded.{col}) END"
-    for col in ("email", "phone", "timezone", "locale", "first_name")
-)
-
-
-def apply_identifies(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """The identify merge of engine.ingest._apply_identifies, fed by COPY."""
-    conn.execute(text(_IDENTIFY_STAGE))
-    cols = [
-        "external_id",
-        "identified_at",
-        "email",
-        "phone",
-        "timezone",
-        "locale",
-        "first_name",
-        "attributes",
-    ]
-    _copy(
-        conn,
-        "ingest_identifies",
-        cols,
-        [(*(r[c] for c in cols[:-1]), json.dumps(r["attributes"], separators=(",", ":"))) for r in rows],
-    )
-    conn.execute(text(_APPLY_IDENTIFIES))
+__all__ = ["CUSTOMER_COLUMNS", "IDENTIFY_COLUMNS", "TRACK_COLUMNS", "dumps", "store_batch"]

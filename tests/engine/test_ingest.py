@@ -255,3 +255,88 @@ def test_ingest_reads_stdin(db: Engine) -> None:
     errors: list[str] = []
     result = ingest_file(db, stream, name="-", received_at=NOW, on_error=errors.append)
     assert (result.stored, errors) == (1, [])
+
+
+def test_batches_stored_on_the_writer_thread_give_the_same_result_as_one_batch(db: Engine) -> None:
+    rng = random.Random(5)
+    lines: list[str] = []
+    for i in range(120):
+        cid = f"c{rng.randrange(9)}"
+        ts = f"2026-11-0{rng.randrange(1, 4)}T{rng.randrange(24):02d}:00:00Z"
+        if i % 10 == 0:
+            lines.append(json.dumps(ident(cid, ts, email=f"{cid}-{i}@example.com", plan=f"p{i}")))
+        else:
+            mid = f"m{rng.randrange(90)}"  # duplicates, inside a batch and across batches
+            lines.append(
+                json.dumps(track(cid, rng.choice(["cart_updated", "order_placed"]), ts, mid=mid, n=i))
+            )
+        if i % 37 == 0:
+            lines.append("{broken")
+    text = "\n".join(lines) + "\n"
+
+    def run(chunk_size: int) -> tuple[Any, ...]:
+        errors: list[str] = []
+        result = ingest_file(
+            db, io.StringIO(text), name="f", received_at=NOW, on_error=errors.append, chunk_size=chunk_size
+        )
+        with db.connect() as conn:
+            people = conn.execute(
+                select(
+                    customers.c.external_id,
+                    customers.c.email,
+                    customers.c.attributes,
+                    customers.c.first_seen_at,
+                ).order_by(customers.c.external_id)
+            ).all()
+        return (
+            result.stored,
+            result.duplicates,
+            result.identified,
+            errors,
+            people,
+            [r[:5] for r in summary(db)],
+        )
+
+    one_batch = run(10_000)
+    from tests.conftest import _truncate
+
+    _truncate(db)
+    assert run(4) == one_batch
+    assert one_batch[0] + one_batch[1] == 108 and len(one_batch[3]) == 4
+
+
+def test_a_failing_batch_on_the_writer_thread_fails_the_ingest(
+    db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.ingest as ingest_mod
+
+    calls: list[int] = []
+    real = ingest_mod._store_batch_once
+
+    def flaky(engine: Engine, batch: Any, received_at: datetime, *, durable: bool = True) -> Any:
+        calls.append(len(batch))
+        if len(calls) == 2:
+            raise RuntimeError("the database went away")
+        return real(engine, batch, received_at, durable=durable)
+
+    monkeypatch.setattr(ingest_mod, "_store_batch_once", flaky)
+    items = [track(f"c{i}", "cart_updated", "2026-11-01T10:00:00Z", mid=f"m{i}") for i in range(20)]
+    with pytest.raises(RuntimeError, match="went away"):
+        ingest_events(db, items, received_at=NOW, chunk_size=3)
+
+
+def test_a_referral_code_someone_else_owns_is_not_taken(db: Engine) -> None:
+    ingest_events(db, [ident("a", "2026-11-01T10:00:00Z", referral_code="SHARED01")], received_at=NOW)
+    ingest_events(
+        db,
+        [
+            ident("b", "2026-11-01T11:00:00Z", referral_code="SHARED01"),  # new customer, code taken
+            ident("c", "2026-11-01T11:00:00Z", referral_code="FRESH001"),  # two new customers want
+            ident("d", "2026-11-01T11:00:00Z", referral_code="FRESH001"),  # one free code: first wins
+            ident("a", "2026-11-01T12:00:00Z", referral_code="FRESH001"),  # known customer, code taken
+        ],
+        received_at=NOW,
+    )
+    codes = {cid: customer(db, cid).referral_code for cid in "abcd"}
+    assert codes["a"] == "SHARED01" and codes["c"] == "FRESH001"
+    assert len(codes["b"]) == len(codes["d"]) == 10 and len(set(codes.values())) == 4
