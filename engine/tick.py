@@ -20,7 +20,7 @@ from engine.db import insert_ignore, is_postgres, write_tx
 from engine.errors import JourneyError
 from engine.rules.loader import RuleSet
 from engine.schema import events, rule_state, ticks
-from engine.triggers import enroll, exits
+from engine.triggers import LATE_LIMIT, enroll, exits
 from engine.window import Window, drop_new_events, fill_new_events
 
 #: the first tick on a new database looks back this far, so old history mails nobody
@@ -137,10 +137,19 @@ def _evaluate(
             .returning(ticks.c.id)
         ).scalar_one()
     )
-    w = Window(start=start, now=now, prev_seq=prev_seq, event_seq=seq, tick_id=tick_id)
+    full = full or prev is None
+    w = Window(
+        start=start,
+        now=now,
+        prev_seq=prev_seq,
+        event_seq=seq,
+        tick_id=tick_id,
+        full=full,
+        oldest=min(start, now - LATE_LIMIT),
+    )
     result = TickResult(tick_id=tick_id, start=start, now=now)
     result.new_events = fill_new_events(conn, w)
-    result.stage_changes = stage_mod.recompute(conn, ruleset.stages, w, full=full or prev is None)
+    result.stage_changes = stage_mod.recompute(conn, ruleset.stages, w, full=full)
     default_tz = ruleset.settings.default_timezone
     for rule in ruleset.rules:
         if not rule.enabled:

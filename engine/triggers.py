@@ -262,12 +262,13 @@ def exits(conn: Connection, rule: Rule, w: Window) -> int:
         event_summary.c.last_at > e.c.entered_at,
         event_summary.c.last_at <= w.now,
     )
-    changed = select(new_events.c.customer_id).where(new_events.c.name.in_(rule.exit_on))
-    n = conn.execute(
-        e.update()
-        .where(e.c.rule_id == rule.id, e.c.status == "active", e.c.customer_id.in_(changed), did_exit)
-        .values(status="exited", ended_at=w.now, position=None)
-    ).rowcount
+    which = [e.c.rule_id == rule.id, e.c.status == "active", did_exit]
+    if not w.full:
+        # only customers with a new exit event can have left since the previous tick
+        which.append(
+            e.c.customer_id.in_(select(new_events.c.customer_id).where(new_events.c.name.in_(rule.exit_on)))
+        )
+    n = conn.execute(e.update().where(*which).values(status="exited", ended_at=w.now, position=None)).rowcount
     if n:
         from engine.schema import sends
 

@@ -5,6 +5,11 @@ stamped no later than the tick's `now`. It is *new* to a tick when this tick see
 previous tick did not: so a late event (stamped before the previous tick, ingested after it) is new
 to the next tick, and an event stamped in the future becomes new when `now` reaches it.
 The new events are copied once per tick into a temporary table that every rule reads.
+
+A full tick (the first one, a backfill, `full=True`) re-evaluates stages and exits for everyone,
+so of its new events it only needs those an `event` trigger can still fire on: stamped after
+`oldest` (the window's start, or 24 hours back when that is earlier). The first tick on a database
+holding a year of history copies a day of it, not all of it.
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ class Window:
     prev_seq: int
     event_seq: int
     tick_id: int
+    #: stages and exits are re-evaluated for every customer, not only for those with new events
+    full: bool = False
+    #: in a full tick: the oldest time an event trigger looks at (older new events are not listed)
+    oldest: datetime | None = None
 
 
 def fill_new_events(conn: Connection, w: Window) -> int:
@@ -58,6 +67,8 @@ def fill_new_events(conn: Connection, w: Window) -> int:
         conn.execute(text("DELETE FROM tick_new_events"))
     seen_now = and_(events.c.id <= w.event_seq, events.c.ts <= w.now)
     unseen_before = or_(events.c.id > w.prev_seq, events.c.ts > w.start)
+    if w.full and w.oldest is not None:
+        seen_now = and_(seen_now, events.c.ts > w.oldest)
     conn.execute(
         new_events.insert().from_select(
             ["id", "customer_id", "name", "ts"],

@@ -430,3 +430,14 @@ def test_conditions_on_events_inside_an_inactivity_trigger(kit: Kit) -> None:
             kit.track(cid, "order_placed", T0 - 3 * H)
     kit.tick(T0 + 5 * H)
     assert kit.sends() == [("viewer", "browse_reminder", "due")]
+
+
+def test_the_first_tick_lists_only_the_events_a_trigger_can_still_fire_on(kit: Kit) -> None:
+    # a full tick re-evaluates every customer's stage, so a year of history need not be copied
+    kit.identify("old", T0 - 10 * D)
+    kit.track("old", "order_placed", T0 - 10 * D)
+    kit.identify("recent", T0 - 5 * H)
+    kit.track("recent", "cart_updated", T0 - 5 * H)
+    result = kit.tick(T0)
+    assert result.new_events == 1
+    assert result.stage_changes == 2
