@@ -31,20 +31,20 @@ from engine.db import make_engine, upgrade  # noqa: E402
 from engine.generate import ShopConfig, write_events  # noqa: E402
 from engine.ingest import ingest_file  # noqa: E402
 from engine.rules.loader import load_ruleset  # noqa: E402
-from engine.schema import customers  # noqa: E402
+from engine.schema import customers, events  # noqa: E402
 from engine.tick import run_tick  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("JOURNEY_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-def fresh_database(kind: str, workdir: Path) -> tuple[str, object]:
+def fresh_database(kind: str, workdir: Path, *, template: str | None) -> tuple[str, object]:
     if kind == "sqlite":
         return f"sqlite:///{workdir / 'bench.db'}", None
     name = f"journey_bench_{uuid.uuid4().hex[:8]}"
     admin = make_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
 
     def drop() -> None:
         with admin.connect() as conn:
@@ -53,26 +53,54 @@ def fresh_database(kind: str, workdir: Path) -> tuple[str, object]:
     return PG_ADMIN.rsplit("/", 1)[0] + "/" + name, drop
 
 
+def keep_copy(url: str) -> None:
+    """Copy the just-ingested database aside, for `--from-db` (ticks again, without the ingest)."""
+    name = url.rsplit("/", 1)[1]
+    admin = make_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}_ingested" TEMPLATE "{name}"'))
+    admin.dispose()
+    print(f"kept the ingested database as {name}_ingested (drop it when done)")
+
+
 def run(
-    kind: str, customers_n: int, days: int, sample: int, events_file: Path, end: datetime
+    kind: str,
+    customers_n: int,
+    days: int,
+    sample: int,
+    events_file: Path,
+    end: datetime,
+    *,
+    from_db: str | None = None,
+    keep_db: bool = False,
 ) -> dict[str, float]:
     workdir = Path(tempfile.mkdtemp(prefix="journey-bench-"))
-    url, drop = fresh_database(kind, workdir)
+    url, drop = fresh_database(kind, workdir, template=from_db)
     engine = make_engine(url)
     try:
         upgrade(engine)
         ruleset = load_ruleset(ROOT / "rules", ROOT / "message_templates")
         figures: dict[str, float] = {}
 
-        t = time.perf_counter()
-        with events_file.open() as fh:
-            result = ingest_file(engine, fh, name=str(events_file), received_at=end, on_error=lambda _m: None)
-        seconds = time.perf_counter() - t
-        figures["events"] = result.stored
-        figures["ingest_events_per_s"] = result.stored / seconds
+        if from_db is None:
+            t = time.perf_counter()
+            with events_file.open() as fh:
+                result = ingest_file(
+                    engine, fh, name=str(events_file), received_at=end, on_error=lambda _m: None
+                )
+            seconds = time.perf_counter() - t
+            figures["events"] = result.stored
+            figures["ingest_events_per_s"] = result.stored / seconds
+        else:  # a copy of a database the bench ingested before (--keep-db): the ticks only
+            with engine.connect() as conn:
+                figures["events"] = conn.execute(select(func.count()).select_from(events)).scalar_one()
+            figures["ingest_events_per_s"] = float("nan")
         if kind == "postgresql":
             with engine.begin() as conn:
                 conn.execute(text("ANALYZE"))
+            if keep_db and from_db is None:
+                engine.dispose()
+                keep_copy(url)
 
         t = time.perf_counter()
         first = run_tick(engine, ruleset, now=end, full=True)
@@ -139,17 +167,37 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--sample", type=int, default=2000, help="customers evaluated the naive way")
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument(
+        "--events",
+        type=Path,
+        help="events file: reused when it exists (same --customers/--days/--seed), else generated and kept",
+    )
+    parser.add_argument(
+        "--keep-db",
+        action="store_true",
+        help="keep a copy of the ingested PostgreSQL database, print its name",
+    )
+    parser.add_argument(
+        "--from-db",
+        metavar="NAME",
+        help="skip ingest: run the ticks on a copy of a PostgreSQL database kept by --keep-db",
+    )
     args = parser.parse_args()
 
     start = datetime(2026, 11, 1, tzinfo=UTC) - timedelta(days=args.days)
     end = start + timedelta(days=args.days)
-    events_file = Path(tempfile.mkdtemp(prefix="journey-bench-")) / "events.jsonl"
-    t = time.perf_counter()
-    with events_file.open("w") as out:
-        lines = write_events(
-            ShopConfig(customers=args.customers, days=args.days, seed=args.seed, start=start), out
-        )
-    print(f"generated {lines:,} events for {args.customers:,} customers in {time.perf_counter() - t:.1f} s")
+    keep = args.events is not None
+    events_file = args.events or Path(tempfile.mkdtemp(prefix="journey-bench-")) / "events.jsonl"
+    if (keep and events_file.exists()) or args.from_db:
+        print(f"ticks on a copy of {args.from_db}" if args.from_db else f"reusing {events_file}")
+    else:
+        t = time.perf_counter()
+        with events_file.open("w") as out:
+            lines = write_events(
+                ShopConfig(customers=args.customers, days=args.days, seed=args.seed, start=start), out
+            )
+        elapsed = time.perf_counter() - t
+        print(f"generated {lines:,} events for {args.customers:,} customers in {elapsed:.1f} s")
 
     kinds = (
         ["sqlite", "postgresql"]
@@ -157,7 +205,16 @@ def main() -> None:
         else ["postgresql" if args.db == "postgres" else "sqlite"]
     )
     for kind in kinds:
-        f = run(kind, args.customers, args.days, args.sample, events_file, end)
+        f = run(
+            kind,
+            args.customers,
+            args.days,
+            args.sample,
+            events_file,
+            end,
+            from_db=args.from_db,
+            keep_db=args.keep_db,
+        )
         print(f"\n== {kind}: {int(f['customers']):,} customers, {int(f['events']):,} events")
         print(f"ingest            {f['ingest_events_per_s']:>12,.0f} events/s")
         print(f"full tick         {f['full_tick_s']:>12.2f} s   ({int(f['full_tick_entered']):,} entered)")
@@ -170,7 +227,8 @@ def main() -> None:
         )
         print(f"ratio full        {f['naive_full_s'] / f['full_tick_s']:>12.1f} x faster than naive")
         print(f"ratio incremental {f['naive_full_s'] / f['incremental_tick_s']:>12.1f} x faster than naive")
-    events_file.unlink()
+    if not keep and events_file.exists():
+        events_file.unlink()
 
 
 if __name__ == "__main__":
