@@ -223,16 +223,43 @@ def _event(cond: EventCondition, ctx: Ctx) -> ColumnElement[bool]:
         )
         return compare(counted, cond.count.op, cond.count.value)
     if cond.count is not None:
+        op, value = cond.count.op, cond.count.value
+        zero = _holds_for_zero(op, value)
+        if zero is not None:
+            # As EXISTS over the summary row, which PostgreSQL can hash once for every customer,
+            # where a scalar subquery is probed per customer (twice: compare() reads it twice).
+            mine = [es.c.customer_id == customers.c.id, es.c.name == cond.event]
+            row_holds = compare(es.c.count, op, value)
+            if zero:  # no row (count 0) holds: fails only for a row whose count does not hold
+                return ~exists().where(*mine, ~row_holds)
+            return exists().where(*mine, row_holds)
         stored = (
             select(es.c.count)
             .where(es.c.customer_id == customers.c.id, es.c.name == cond.event)
             .scalar_subquery()
         )
-        return compare(func.coalesce(stored, 0), cond.count.op, cond.count.value)
+        return compare(func.coalesce(stored, 0), op, value)
     filters = [es.c.customer_id == customers.c.id, es.c.name == cond.event]
     if since is not None:
         filters.append(es.c.last_at > since)
     return exists().where(*filters)
+
+
+def _holds_for_zero(op: str, value: Any) -> bool | None:
+    """Whether `0 OP value` holds, for a numeric comparison; None for anything else."""
+    values = value if isinstance(value, list) else [value]
+    if not values or any(isinstance(v, bool) or not isinstance(v, int | float) for v in values):
+        return None
+    if op == "eq":
+        return 0 in values
+    if op == "in":
+        return 0 in values
+    if op == "not_in":
+        return 0 not in values
+    if isinstance(value, list):
+        return None
+    checks = {"ne": value != 0, "gt": value < 0, "gte": value <= 0, "lt": value > 0, "lte": value >= 0}
+    return checks.get(op)
 
 
 def time_thresholds(cond: Any) -> set[tuple[str, float]]:

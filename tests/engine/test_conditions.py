@@ -90,6 +90,13 @@ def test_attribute_conditions(shop: Kit, cond: dict[str, Any], expected: list[st
         ({"event": "order_placed", "within": "30d"}, ["ada"]),
         ({"event": "order_placed", "count": {"gte": 3}}, ["ada"]),
         ({"event": "order_placed", "count": {"lt": 1}}, ["cat"]),
+        # a count that holds for zero (no summary row) and one that does not, each operator
+        ({"event": "order_placed", "count": {"eq": 0}}, ["cat"]),
+        ({"event": "order_placed", "count": {"ne": 3}}, ["bob", "cat"]),
+        ({"event": "order_placed", "count": {"in": [0, 3]}}, ["ada", "cat"]),
+        ({"event": "order_placed", "count": {"not_in": [0]}}, ["ada", "bob"]),
+        ({"event": "order_placed", "count": {"lte": 3}}, ["ada", "bob", "cat"]),
+        ({"event": "order_placed", "count": {"gt": 0}}, ["ada", "bob"]),
         ({"event": "order_placed", "count": {"gte": 2}, "within": "15d"}, ["ada"]),
         ({"event": "order_placed", "count": {"gte": 3}, "within": "15d"}, []),
         ({"event": "order_placed", "where": {"category": {"eq": "hats"}}}, ["bob"]),
