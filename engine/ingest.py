@@ -472,20 +472,51 @@ def record_events(conn: Connection, rows: Sequence[InternalEvent]) -> int:
     return len(stored)
 
 
+def _payload(engine: Engine, batch: list[ParsedEvent]) -> Any:
+    """What the database's fast path needs ready-made (PostgreSQL: COPY text), else None."""
+    if engine.dialect.name != "postgresql":
+        return None
+    from engine import ingest_pg
+
+    identifies = [ev for ev in batch if ev.type == "identify"]
+    dumps = ingest_pg.dumps
+    tracks = [
+        (i, ev.customer_id, ev.event, ev.timestamp, ev.message_id, dumps(ev.properties))
+        for i, ev in enumerate(ev for ev in batch if ev.type == "track")
+    ]
+    return ingest_pg.Payload(
+        new_customers=ingest_pg.copy_text(_new_customers(batch)),
+        identifies=ingest_pg.copy_text(_identify_rows(identifies)),
+        tracks=ingest_pg.copy_text(tracks),
+        n_tracks=len(tracks),
+    )
+
+
 def _store_batch(
-    engine: Engine, batch: list[ParsedEvent], received_at: datetime, *, durable: bool = True
+    engine: Engine,
+    batch: list[ParsedEvent],
+    received_at: datetime,
+    *,
+    durable: bool = True,
+    payload: Any = None,
 ) -> IngestResult:
     for attempt in range(3):
         try:
-            return _store_batch_once(engine, batch, received_at, durable=durable)
+            return _store_batch_once(engine, batch, received_at, durable=durable, payload=payload)
         except IntegrityError as exc:
             if "referral_code" not in str(exc) or attempt == 2:
                 raise
+            payload = None  # a random referral code clashed: draw new ones
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _store_batch_once(
-    engine: Engine, batch: list[ParsedEvent], received_at: datetime, *, durable: bool = True
+    engine: Engine,
+    batch: list[ParsedEvent],
+    received_at: datetime,
+    *,
+    durable: bool = True,
+    payload: Any = None,
 ) -> IngestResult:
     """Store one batch in one transaction. `durable=False` (PostgreSQL) lets the commit return
     before its WAL is on disk: the caller commits a durable batch last, whose flush covers it."""
@@ -501,17 +532,9 @@ def _store_batch_once(
                 pg_info = conn.connection.info
                 if not durable:
                     conn.execute(text("SET LOCAL synchronous_commit = off"))
-                dumps = ingest_pg.dumps
-                n_stored = ingest_pg.store_batch(
-                    conn,
-                    received_at=received_at,
-                    new_customers=_new_customers(batch),
-                    identifies=_identify_rows(identifies),
-                    tracks=[
-                        (i, ev.customer_id, ev.event, ev.timestamp, ev.message_id, dumps(ev.properties))
-                        for i, ev in enumerate(tracks)
-                    ],
-                )
+                if payload is None:
+                    payload = _payload(engine, batch)
+                n_stored = ingest_pg.store_batch(conn, payload, received_at=received_at)
             else:
                 ids = _ensure_customers(conn, batch, received_at)
                 _apply_identifies(conn, identifies)
@@ -552,22 +575,27 @@ class _Writer:
         self.received_at = received_at
         self.total = IngestResult()
         self.error: BaseException | None = None
-        self.queue: queue.Queue[list[ParsedEvent] | None] = queue.Queue(maxsize=1)
+        self.queue: queue.Queue[tuple[list[ParsedEvent], Any] | None] = queue.Queue(maxsize=1)
         self.thread = threading.Thread(target=self._run, name="journey-ingest-writer", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        while (batch := self.queue.get()) is not None:
+        while (item := self.queue.get()) is not None:
             if self.error is not None:
                 continue  # drain: the caller sees the error at its next put or at close
+            batch, payload = item
             try:
-                self.total.add(_store_batch(self.engine, batch, self.received_at, durable=False))
+                self.total.add(
+                    _store_batch(self.engine, batch, self.received_at, durable=False, payload=payload)
+                )
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 self.error = exc
 
     def put(self, batch: list[ParsedEvent]) -> None:
+        """Hand a batch over; its COPY text is built here, on the caller's thread, so that the
+        writer holds the interpreter only briefly while the database works."""
         self._raise()
-        self.queue.put(batch)
+        self.queue.put((batch, _payload(self.engine, batch)))
 
     def close(self) -> IngestResult:
         self.queue.put(None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -129,29 +130,46 @@ SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM up), (SELECT count(*) F
 """
 
 
-def _copy(cur: Any, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+def _field(value: Any) -> str:
+    """One value in COPY's text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+            return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def copy_text(rows: Iterable[Sequence[Any]]) -> str:
+    """Rows in COPY's text format: built on the thread that parses, sent in one write."""
+    return "".join("\t".join([_field(v) for v in row]) + "\n" for row in rows)
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A batch ready for COPY, in the order of CUSTOMER_COLUMNS, IDENTIFY_COLUMNS (attributes as
+    JSON text) and TRACK_COLUMNS (properties as JSON text)."""
+
+    new_customers: str
+    identifies: str
+    tracks: str
+    n_tracks: int
+
+
+def _copy(cur: Any, table: str, columns: Sequence[str], data: str) -> None:
     with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
+        copy.write(data)
 
 
 def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def store_batch(
-    conn: Connection,
-    *,
-    received_at: datetime,
-    new_customers: Sequence[Sequence[Any]],
-    identifies: Sequence[Sequence[Any]],
-    tracks: Sequence[Sequence[Any]],
-) -> int:
-    """Store one batch in the caller's transaction; returns how many track events were new.
-
-    Rows are tuples in the order of CUSTOMER_COLUMNS, IDENTIFY_COLUMNS (attributes as JSON text)
-    and TRACK_COLUMNS (properties as JSON text).
-    """
+def store_batch(conn: Connection, payload: Payload, *, received_at: datetime) -> int:
+    """Store one batch in the caller's transaction; returns how many track events were new."""
     raw: Any = conn.connection.driver_connection
     params = {"received_at": received_at}
     with raw.cursor() as cur:
@@ -162,13 +180,24 @@ def store_batch(
             for ddl in _STAGE:
                 cur.execute(ddl)
             info["ingest_stage"] = True
-        _copy(cur, "ingest_new_customers", CUSTOMER_COLUMNS, new_customers)
-        _copy(cur, "ingest_identify_rows", IDENTIFY_COLUMNS, identifies)
+        _copy(cur, "ingest_new_customers", CUSTOMER_COLUMNS, payload.new_customers)
+        if payload.identifies:
+            _copy(cur, "ingest_identify_rows", IDENTIFY_COLUMNS, payload.identifies)
         cur.execute(_CUSTOMERS, params)
-        _copy(cur, "ingest_track_rows", TRACK_COLUMNS, tracks)
+        if not payload.n_tracks:
+            return 0
+        _copy(cur, "ingest_track_rows", TRACK_COLUMNS, payload.tracks)
         cur.execute(_INSERT_EVENTS, params)
         row = cur.fetchone()
         return int(row[0])
 
 
-__all__ = ["CUSTOMER_COLUMNS", "IDENTIFY_COLUMNS", "TRACK_COLUMNS", "dumps", "store_batch"]
+__all__ = [
+    "CUSTOMER_COLUMNS",
+    "IDENTIFY_COLUMNS",
+    "TRACK_COLUMNS",
+    "Payload",
+    "copy_text",
+    "dumps",
+    "store_batch",
+]

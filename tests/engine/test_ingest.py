@@ -313,11 +313,11 @@ def test_a_failing_batch_on_the_writer_thread_fails_the_ingest(
     calls: list[int] = []
     real = ingest_mod._store_batch_once
 
-    def flaky(engine: Engine, batch: Any, received_at: datetime, *, durable: bool = True) -> Any:
+    def flaky(engine: Engine, batch: Any, received_at: datetime, **kw: Any) -> Any:
         calls.append(len(batch))
         if len(calls) == 2:
             raise RuntimeError("the database went away")
-        return real(engine, batch, received_at, durable=durable)
+        return real(engine, batch, received_at, **kw)
 
     monkeypatch.setattr(ingest_mod, "_store_batch_once", flaky)
     items = [track(f"c{i}", "cart_updated", "2026-11-01T10:00:00Z", mid=f"m{i}") for i in range(20)]
@@ -340,3 +340,23 @@ def test_a_referral_code_someone_else_owns_is_not_taken(db: Engine) -> None:
     codes = {cid: customer(db, cid).referral_code for cid in "abcd"}
     assert codes["a"] == "SHARED01" and codes["c"] == "FRESH001"
     assert len(codes["b"]) == len(codes["d"]) == 10 and len(set(codes.values())) == 4
+
+
+def test_tabs_newlines_backslashes_and_unicode_are_stored_as_sent(db: Engine) -> None:
+    odd = "tab\there, new\nline, back\\slash, cr\r, é, \\N"
+    ingest_events(
+        db,
+        [
+            ident(odd, "2026-11-01T10:00:00Z", first_name=odd, note=odd),
+            track(odd, "cart\\updated\t", "2026-11-01T10:00:00Z", mid=odd, text=odd),
+        ],
+        received_at=NOW,
+    )
+    person = customer(db, odd)
+    assert (person.first_name, person.attributes) == (odd, {"note": odd})
+    with db.connect() as conn:
+        assert conn.execute(select(events.c.name, events.c.message_id, events.c.properties)).one() == (
+            "cart\\updated\t",
+            odd,
+            {"text": odd},
+        )
