@@ -209,10 +209,17 @@ def enroll(conn: Connection, rule: Rule, w: Window, *, default_tz: str = "UTC") 
             earlier = enrollments.alias("earlier")
             # the earliest occurrence per customer in this window, and only if the customer did
             # not enter the rule within `reentry` before it
-            base2 = base.alias("occ2")
-            first_occ = select(func.min(base2.c.occurrence)).where(base2.c.customer_id == base.c.customer_id)
+            if rule.trigger.kind == "event":
+                # Only an event trigger can give a customer several occurrences in one SELECT
+                # (the others read one summary row, one stage change, one fire time per
+                # customer). The correlated min() re-runs the trigger query per row: over the
+                # few new events that is cheap, over an inactivity window it was quadratic.
+                base2 = base.alias("occ2")
+                first_occ = select(func.min(base2.c.occurrence)).where(
+                    base2.c.customer_id == base.c.customer_id
+                )
+                query = query.where(base.c.occurrence == first_occ.scalar_subquery())
             query = query.where(
-                base.c.occurrence == first_occ.scalar_subquery(),
                 ~exists().where(
                     earlier.c.rule_id == rule.id,
                     earlier.c.customer_id == base.c.customer_id,
