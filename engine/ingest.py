@@ -487,7 +487,7 @@ def _payload(engine: Engine, batch: list[ParsedEvent]) -> Any:
     return ingest_pg.Payload(
         new_customers=ingest_pg.copy_text(_new_customers(batch)),
         identifies=ingest_pg.copy_text(_identify_rows(identifies)),
-        tracks=ingest_pg.copy_text(tracks),
+        tracks=ingest_pg.track_text(tracks),
         n_tracks=len(tracks),
     )
 

@@ -130,6 +130,9 @@ SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM up), (SELECT count(*) F
 """
 
 
+NULL = "\\N"
+
+
 def _field(value: Any) -> str:
     """One value in COPY's text format."""
     if value is None:
@@ -148,6 +151,23 @@ def copy_text(rows: Iterable[Sequence[Any]]) -> str:
     return "".join("\t".join([_field(v) for v in row]) + "\n" for row in rows)
 
 
+def _text(value: str) -> str:
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return _field(value)
+    return value
+
+
+def track_text(rows: Iterable[tuple[Any, ...]]) -> str:
+    """copy_text for TRACK_COLUMNS rows, unrolled: the bulk of every batch."""
+    return "".join(
+        [
+            f"{seq}\t{_text(ext)}\t{_text(name)}\t{ts.isoformat()}\t{NULL if mid is None else _text(mid)}\t"
+            f"{_text(props)}\n"
+            for seq, ext, name, ts, mid, props in rows
+        ]
+    )
+
+
 @dataclass(frozen=True)
 class Payload:
     """A batch ready for COPY, in the order of CUSTOMER_COLUMNS, IDENTIFY_COLUMNS (attributes as
@@ -164,8 +184,8 @@ def _copy(cur: Any, table: str, columns: Sequence[str], data: str) -> None:
         copy.write(data)
 
 
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+#: one encoder for every call: json.dumps with arguments builds a new one each time
+dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def store_batch(conn: Connection, payload: Payload, *, received_at: datetime) -> int:
