@@ -40,7 +40,7 @@ DEFINITIONS = {
     "opened": "sent emails opened at least once (a click counts as an open: images may be blocked)",
     "clicked": "sent emails clicked at least once",
     "unsubscribed": "customers who unsubscribed from a link in one of the rule's emails",
-    "conversions": "customers (holdout apart) who reached the rule's goal within its window after entering",
+    "conversions": "entries into the rule (holdout apart) followed by its goal event within the goal window",
     "uplift": "conversion rate minus the holdout's, with a 95% Newcombe (Wilson score) interval; "
     f"under {MIN_GROUP} customers in either group is too few to tell",
 }
