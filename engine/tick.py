@@ -26,6 +26,8 @@ from engine.window import Window, drop_new_events, fill_new_events
 #: the first tick on a new database looks back this far, so old history mails nobody
 FIRST_LOOKBACK = timedelta(hours=24)
 TICK_LOCK = 0x4A6F75726E6579  # "Journey"
+#: PostgreSQL's memory for one tick's hashes and sorts (the server default is 4MB)
+TICK_WORK_MEM = "64MB"
 
 
 @dataclass
@@ -115,6 +117,11 @@ def _evaluate(
     backfill: timedelta | None,
     full: bool,
 ) -> TickResult:
+    if is_postgres(conn):
+        # A full tick hashes a summary's rows once for every customer (stage conditions as
+        # hashed EXISTS); PostgreSQL only hashes what fits in work_mem, else it probes per
+        # customer. For this transaction only.
+        conn.execute(text(f"SET LOCAL work_mem = '{TICK_WORK_MEM}'"))
     prev = last_tick(conn)
     if prev is not None and now < prev.now:
         raise JourneyError(
