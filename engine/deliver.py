@@ -189,8 +189,8 @@ class Deliverer:
             _record_outcome(row, stats.last, now)
             if event is not None:
                 sent_events.append(event)
-                if not row.transactional:
-                    facts.recent_sends[row.customer_id] = facts.recent_sends.get(row.customer_id, 0) + 1
+                if not row.transactional and row.channel == "email":
+                    facts.count_sent(row.customer_id, row.priority)
 
     def _broken(self, ledger: Ledger, row: Any, exc: JourneyError, stats: DeliveryStats) -> None:
         log.exception("send %s failed: %s", row.id, exc)
@@ -302,8 +302,9 @@ class Deliverer:
         cap = self.ruleset.settings.frequency_cap
         if (
             not row.transactional
+            and row.channel == "email"
             and cap is not None
-            and facts.recent_sends.get(row.customer_id, 0) >= cap.max
+            and facts.sent_recently(row.customer_id, row.priority) >= cap.max
         ):
             # an earlier message of this batch, to the same customer, reached the cap
             ledger.finish(row.id, "suppressed", reason="frequency_cap")
@@ -349,9 +350,12 @@ class Deliverer:
                 return ("suppressed", "bounced", None)
         if not rule.transactional:  # unsubscribes are checked right before the message leaves
             cap = self.ruleset.settings.frequency_cap
-            if cap is not None and facts.recent_sends.get(customer.id, 0) >= cap.max:
+            email = row.channel == "email"
+            if email and cap is not None and facts.sent_recently(customer.id, row.priority) >= cap.max:
                 return ("suppressed", "frequency_cap", None)
-            window = rule.quiet_hours or self.ruleset.settings.quiet_hours
+            # the settings' quiet hours are the customer's nights, for email; a webhook (a note to
+            # the team) waits only when its rule sets quiet_hours itself
+            window = rule.quiet_hours or (self.ruleset.settings.quiet_hours if email else None)
             tz = zone(customer.timezone, self.ruleset.settings.default_timezone)
             until = quiet_until(window, tz, now)
             if until is not None:

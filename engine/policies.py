@@ -60,8 +60,17 @@ class BatchFacts:
     trigger_events: dict[int, Any] = field(default_factory=dict)
     #: (customer id, event name) -> last time
     last_event: dict[tuple[int, str], datetime] = field(default_factory=dict)
-    #: customer id -> marketing messages sent within the frequency-cap window
-    recent_sends: dict[int, int] = field(default_factory=dict)
+    #: customer id -> {priority: marketing emails sent within the frequency-cap window}
+    recent_sends: dict[int, dict[int, int]] = field(default_factory=dict)
+
+    def sent_recently(self, customer_id: int, priority: int) -> int:
+        """What the frequency cap counts for a send of this priority: the customer's recent
+        marketing emails of the same or a higher priority (lower ones never crowd it out)."""
+        return sum(n for p, n in self.recent_sends.get(customer_id, {}).items() if p >= priority)
+
+    def count_sent(self, customer_id: int, priority: int) -> None:
+        per = self.recent_sends.setdefault(customer_id, {})
+        per[priority] = per.get(priority, 0) + 1
 
     def exited(self, enrollment_id: int | None, exit_on: Sequence[str], now: datetime) -> bool:
         if enrollment_id is None:
@@ -98,17 +107,18 @@ def load_facts(
             ):
                 facts.last_event[(s.customer_id, s.name)] = s.last_at
         if cap_per is not None:
-            for cid, n in conn.execute(
-                select(sends.c.customer_id, func.count())
+            for cid, priority, n in conn.execute(
+                select(sends.c.customer_id, sends.c.priority, func.count())
                 .where(
                     sends.c.customer_id.in_(chunk),
                     sends.c.status == "sent",
                     sends.c.transactional.is_(False),
+                    sends.c.channel == "email",
                     sends.c.sent_at > now - cap_per,
                 )
-                .group_by(sends.c.customer_id)
+                .group_by(sends.c.customer_id, sends.c.priority)
             ):
-                facts.recent_sends[cid] = int(n)
+                facts.recent_sends.setdefault(cid, {})[int(priority)] = int(n)
     trigger_ids = []
     for chunk in _chunks(enrollment_ids):
         for e in conn.execute(

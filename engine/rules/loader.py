@@ -384,7 +384,10 @@ def load_ruleset(rules_dir: Path, templates_dir: Path | None = None) -> RuleSet:
                 for send in iter_sends(list(rule.steps)):
                     if not template_exists(templates_dir, send.send, send.channel):
                         sub = _find_key(item, "send", send.send)
-                        names = sorted({p.name.split(".")[0] for p in Path(templates_dir).glob("*.j2")})
+                        # other names only: a name whose other parts exist is not its own suggestion
+                        names = sorted(
+                            {p.name.split(".")[0] for p in Path(templates_dir).glob("*.j2")} - {send.send}
+                        )
                         needs = (
                             f"{send.send}.json.j2"
                             if send.channel == "webhook"
