@@ -7,6 +7,7 @@ A bad item is reported with where and what, and skipped; the good items around i
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import queue
 import random
@@ -194,8 +195,16 @@ def _new_customers(batch: Sequence[ParsedEvent]) -> list[tuple[str, int, str, da
     rng = random.Random(secrets.randbits(64))
     codes = new_referral_codes(len(earliest), rng)
     return [
-        (cid, rng.getrandbits(31), code, ts) for (cid, ts), code in zip(earliest.items(), codes, strict=True)
+        (cid, stable_salt(cid), code, ts) for (cid, ts), code in zip(earliest.items(), codes, strict=True)
     ]
+
+
+def stable_salt(external_id: str) -> int:
+    """A customer's split salt (`split:` buckets, holdouts), from its external id: the same
+    customer lands in the same variant in every database, so a replay or a demo with the same
+    seed gives the same split."""
+    digest = hashlib.blake2b(external_id.encode("utf-8"), digest_size=4, person=b"journey.salt").digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
 
 
 def _ensure_customers(
