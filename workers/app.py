@@ -12,7 +12,6 @@ from engine.errors import ConfigError
 from engine.settings import Settings
 from workers.state import STATE
 
-
 #: what a cold shutdown still gives running batches, in seconds (keep a container's
 #: stop_grace_period longer: docker-compose.yml gives workers 120 s)
 SOFT_SHUTDOWN_SECONDS = 60.0
