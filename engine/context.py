@@ -30,6 +30,9 @@ class Links:
     use it. Templates see the links only: the signer and the ids are private (the sandbox refuses
     names starting with an underscore), so a template cannot sign a token of its own."""
 
+    #: every public name is a link: the sandbox reads them without its per-attribute checks
+    template_safe = True
+
     __slots__ = ("_base_url", "_customer_id", "_memo", "_referral_code", "_rule_id", "_send_id", "_signer")
 
     def __init__(

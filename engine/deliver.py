@@ -348,7 +348,7 @@ class Deliverer:
                 return ("suppressed", "no_email", None)
             if customer.email_suppressed_at is not None:
                 return ("suppressed", "bounced", None)
-        if not rule.transactional:  # unsubscribes are checked right before the message leaves
+        if not rule.transactional:  # unsubscribes: checked right before its group leaves
             cap = self.ruleset.settings.frequency_cap
             email = row.channel == "email"
             if email and cap is not None and facts.sent_recently(customer.id, row.priority) >= cap.max:

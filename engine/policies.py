@@ -1,8 +1,8 @@
 """What is checked at send time, by the worker, not only when a send was scheduled (DESIGN).
 
 The facts a batch needs are loaded in a few queries for the whole batch; unsubscribes and bounces
-are checked again right before each message, so a customer who unsubscribes while a batch runs
-still gets nothing more.
+are checked again right before each group of messages leaves (`look_verdicts`), so a customer who
+unsubscribes while a batch runs gets nothing from the next group on.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,15 @@ class _Env(ImmutableSandboxedEnvironment):
         # `event.properties.items` means the key 'items', not the dict method
         if isinstance(obj, dict) and attribute in obj:
             return obj[attribute]
-        if getattr(type(obj), "keys_only", False):  # event properties, customer attributes: data, not methods
+        kind = type(obj)
+        if getattr(kind, "keys_only", False):  # event properties, customer attributes: data, not methods
             return self.undefined(obj=obj, name=attribute)
+        if getattr(kind, "template_safe", False) and not attribute.startswith("_"):
+            # a class made for templates (the links): every public name on it is meant to be read
+            try:
+                return getattr(obj, attribute)
+            except AttributeError:
+                return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
@@ -56,12 +64,22 @@ class _Env(ImmutableSandboxedEnvironment):
 
 
 class Templates:
+    """The templates of a directory, compiled once. A file edited on disk is picked up within
+    `recheck_seconds` (Jinja's own check would look at every file's time on every render)."""
+
     def __init__(
-        self, templates_dir: Path, *, max_output_chars: int = 500_000, max_seconds: float = 2.0
+        self,
+        templates_dir: Path,
+        *,
+        max_output_chars: int = 500_000,
+        max_seconds: float = 2.0,
+        recheck_seconds: float = 1.0,
     ) -> None:
         self.dir = Path(templates_dir)
         self.max_output_chars = max_output_chars
         self.max_seconds = max_seconds
+        self.recheck_seconds = recheck_seconds
+        self._checked = time.monotonic()
         self._files: dict[str, bool] = {}
         self.env = _Env(
             loader=FileSystemLoader(str(self.dir)),
@@ -70,7 +88,19 @@ class Templates:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=False,
+            auto_reload=False,
         )
+
+    def _recheck(self) -> None:
+        """Forget the compiled templates when a file they came from changed (at most once per
+        `recheck_seconds`)."""
+        now = time.monotonic()
+        if now - self._checked < self.recheck_seconds:
+            return
+        self._checked = now
+        cache = self.env.cache
+        if cache is not None and not all(t.is_up_to_date for t in list(cache.values())):
+            cache.clear()
 
     def _has(self, name: str) -> bool:
         """Whether a template file exists (asked once per file: a worker renders thousands)."""
@@ -128,6 +158,7 @@ class Templates:
         return "".join(out)
 
     def render(self, name: str, context: Mapping[str, Any]) -> Rendered:
+        self._recheck()
         if not self.exists(name) or not self._has(f"{name}.subject.j2"):
             raise TemplateError(f"message template '{name}' not found (needs {name}.subject.j2 and a body)")
         subject = " ".join(self._render_file(f"{name}.subject.j2", context).split())
@@ -141,6 +172,7 @@ class Templates:
         return Rendered(subject=subject, html=html, text=text)
 
     def render_json(self, name: str, context: Mapping[str, Any]) -> Any:
+        self._recheck()
         body = self._render_file(f"{name}.json.j2", context)
         try:
             return json.loads(body)
@@ -162,13 +194,17 @@ def _line_of(exc: BaseException) -> int | None:
     return line
 
 
+@lru_cache(maxsize=1)
+def _inliner() -> Any:
+    import css_inline
+
+    return css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False)
+
+
 def inline_css(html: str) -> str:
     """Move <style> rules into style attributes (mail clients drop <style>); keep media queries."""
     try:
-        import css_inline
-
-        inliner = css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False)
-        return str(inliner.inline(html))
+        return str(_inliner().inline(html))
     except ImportError:  # pragma: no cover - css-inline is a dependency
         return html
     except ValueError:
