@@ -109,3 +109,26 @@ def test_the_demo_refuses_a_real_mail_server(
 def test_the_demo_runs_on_sqlite_only(here: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOURNEY_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
     assert main(SMALL) == 1
+
+
+def test_the_same_seed_gives_the_same_demo(
+    here: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = []
+    for name in ("first", "second"):
+        (here / name).mkdir()
+        monkeypatch.chdir(here / name)
+        assert main(["demo", "--customers", "150", "--days", "20", "--seed", "7"]) == 0
+        report = [line for line in capsys.readouterr().out.splitlines() if " ticks in " not in line]
+        with sqlite3.connect("journey.db") as conn:
+            # who entered which rule, in which split variant or holdout, and what they were sent
+            paths = sorted(
+                conn.execute(
+                    "SELECT c.external_id, e.rule_id, e.status, coalesce(e.variant, ''), count(s.id) "
+                    "FROM enrollments e JOIN customers c ON c.id = e.customer_id "
+                    "LEFT JOIN sends s ON s.enrollment_id = e.id AND s.status = 'sent' "
+                    "GROUP BY e.id, c.external_id, e.rule_id, e.status, e.variant"
+                ).fetchall()
+            )
+        runs.append((report, paths))
+    assert runs[0][1] and runs[0] == runs[1]
