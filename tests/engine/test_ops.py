@@ -290,11 +290,13 @@ def test_sigterm_in_the_middle_of_a_tick_lets_it_finish(fleet: tuple[str, Path, 
     p = start_scheduler(url, rules, out, "--every", "60s")
 
     def ticking() -> bool:
+        """The scheduler is inside its first (full) tick: a write transaction is open. Any moment of
+        the tick counts, not only the moments a particular statement runs."""
         with engine.connect() as conn:
             busy = conn.execute(
                 text(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND state = 'active' AND pid <> pg_backend_pid() AND query ILIKE '%stage%'"
+                    "AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL"
                 )
             ).scalar_one()
         return bool(busy)
