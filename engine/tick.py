@@ -117,11 +117,6 @@ def _evaluate(
     backfill: timedelta | None,
     full: bool,
 ) -> TickResult:
-    if is_postgres(conn):
-        # A full tick hashes a summary's rows once for every customer (stage conditions as
-        # hashed EXISTS); PostgreSQL only hashes what fits in work_mem, else it probes per
-        # customer. For this transaction only.
-        conn.execute(text(f"SET LOCAL work_mem = '{TICK_WORK_MEM}'"))
     prev = last_tick(conn)
     if prev is not None and now < prev.now:
         raise JourneyError(
@@ -145,6 +140,11 @@ def _evaluate(
         ).scalar_one()
     )
     full = full or prev is None
+    if full and is_postgres(conn):
+        # A full tick hashes a summary's rows once for every customer (stage conditions as
+        # hashed EXISTS); PostgreSQL only hashes what fits in work_mem, else it probes per
+        # customer. For this transaction only; an incremental tick probes its few candidates.
+        conn.execute(text(f"SET LOCAL work_mem = '{TICK_WORK_MEM}'"))
     w = Window(
         start=start,
         now=now,
