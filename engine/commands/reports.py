@@ -135,6 +135,7 @@ def demo(
     from engine.commands.core import load_rules
     from engine.db import make_engine, upgrade
     from engine.deliver import Deliverer
+    from engine.engagement import Engagement, engage
     from engine.generate import ShopConfig, generate_events
     from engine.replay import replay
     from engine.report import build, render_text
@@ -196,10 +197,22 @@ def demo(
     started = time.perf_counter()
     total_ticks = int(timedelta(days=days) / tick_step)
 
+    readers = Engagement()
+    last_now = [config.begin]
+
     def progress(tick: Any, stats: Any) -> None:
+        # the emails of this tick meet their readers: opens, clicks, a few unsubscribes
+        got = engage(engine, since=last_now[0], now=tick.now, step=tick_step, seed=seed)
+        last_now[0] = tick.now
+        readers.opened += got.opened
+        readers.clicked += got.clicked
         if stats.ticks % max(1, total_ticks // 20) == 0 or stats.ticks == total_ticks:
             sent = stats.delivered.get("sent", 0)
-            click.echo(f"  {tick.now.date()}  {stats.events:>7,} events  {sent:>6,} emails sent", err=True)
+            click.echo(
+                f"  {tick.now.date()}  {stats.events:>7,} events  {sent:>6,} emails sent"
+                f"  {readers.opened:>6,} opened  {readers.clicked:>5,} clicked",
+                err=True,
+            )
 
     click.echo(f"replaying {days} days of a {customers:,}-customer shop (seed {seed}), a tick every {step} …")
     stats = replay(

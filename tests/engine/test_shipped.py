@@ -171,3 +171,29 @@ def test_every_shipped_template_renders_for_a_generated_customer(demo_db: Path) 
                 assert settings.postal_address in text
                 assert "{{" not in text and "<" not in text.replace("<http", ""), step.send
                 assert rendered.subject and "\n" not in rendered.subject
+
+
+def test_the_demo_readers_open_and_click_only_emails_they_were_sent(demo_db: Path) -> None:
+    engine = make_engine(f"sqlite:///{demo_db / 'journey.db'}")
+    with engine.connect() as conn:
+        sent = {
+            r.id: (r.customer_id, r.sent_at)
+            for r in conn.execute(
+                select(sends.c.id, sends.c.customer_id, sends.c.sent_at).where(
+                    sends.c.status == "sent", sends.c.channel == "email"
+                )
+            )
+        }
+        engaged = conn.execute(
+            select(events.c.name, events.c.customer_id, events.c.ts, events.c.properties).where(
+                events.c.name.in_(["email_opened", "email_clicked"])
+            )
+        ).all()
+    engine.dispose()
+    opened = [e for e in engaged if e.name == "email_opened"]
+    clicked = [e for e in engaged if e.name == "email_clicked"]
+    assert 0.2 * len(sent) < len(opened) < 0.7 * len(sent)  # a plausible open rate
+    assert 0 < len(clicked) < len(opened)
+    for e in engaged:
+        customer, at = sent[e.properties["send_id"]]
+        assert e.customer_id == customer and e.ts > at  # read by its recipient, after it was sent
