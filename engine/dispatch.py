@@ -21,6 +21,9 @@ from engine.settings import Settings
 
 Enqueue = Callable[[str, list[int]], None]
 
+#: rows claimed per round of a dispatch
+CLAIM_CHUNK = 1000
+
 
 @dataclass
 class DispatchStats:
@@ -88,10 +91,15 @@ def dispatch_due(
     stats = DispatchStats(recovered=recover(engine, now=now, lease=lease))
     if enqueue is None and deliverer is None:
         deliverer = Deliverer.create(engine, settings, ruleset)
-    while True:
-        rows = claim(engine, now=now, limit=limit)
+    remaining = limit  # with a broker: at most `limit` rows this call; in-process: until none is due
+    while remaining > 0:
+        # claimed a chunk at a time, so the first batches reach the workers while the rest waits
+        want = min(remaining, CLAIM_CHUNK)
+        rows = claim(engine, now=now, limit=want)
         if not rows:
             break
+        if enqueue is not None:
+            remaining -= len(rows)
         stats.queued += len(rows)
         by_channel: dict[str, list[int]] = {}
         for send_id, channel in rows:
@@ -105,7 +113,7 @@ def dispatch_due(
                 else:
                     assert deliverer is not None
                     _add(stats, deliverer.deliver(batch, now=now))
-        if enqueue is not None or len(rows) < limit:
+        if len(rows) < want:
             break
     return stats
 
