@@ -140,7 +140,7 @@ def demo(
     from engine.replay import replay
     from engine.report import build, render_text
     from engine.scheduler import put_meta
-    from engine.schema import events
+    from engine.schema import events, sends
 
     settings = app.settings
     url = settings.database_url
@@ -209,7 +209,7 @@ def demo(
         if stats.ticks % max(1, total_ticks // 20) == 0 or stats.ticks == total_ticks:
             sent = stats.delivered.get("sent", 0)
             click.echo(
-                f"  {tick.now.date()}  {stats.events:>7,} events  {sent:>6,} emails sent"
+                f"  {tick.now.date()}  {stats.events:>7,} events  {sent:>6,} sent"
                 f"  {readers.opened:>6,} opened  {readers.clicked:>5,} clicked",
                 err=True,
             )
@@ -235,7 +235,19 @@ def demo(
     click.echo("")
     click.echo(render_text(build(engine, ruleset, now=config.end)))
     where = f" in {outbox}/ (open any .eml with a mail client)" if outbox is not None else ""
-    click.echo(f"\n{stats.delivered.get('sent', 0):,} emails{where}; {stats.ticks} ticks in {seconds:.1f} s.")
+    with engine.connect() as conn:
+        by_channel: dict[str, int] = {
+            str(channel): int(n)
+            for channel, n in conn.execute(
+                select(sends.c.channel, func.count())
+                .where(sends.c.status == "sent")
+                .group_by(sends.c.channel)
+            )
+        }
+    hooks = f", {by_channel['webhook']:,} webhook posts" if by_channel.get("webhook") else ""
+    click.echo(
+        f"\n{by_channel.get('email', 0):,} emails{where}{hooks}; {stats.ticks} ticks in {seconds:.1f} s."
+    )
     click.echo(
         "Try: journey explain c-0000042 --now "
         + config.end.isoformat()
