@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 _STAGE = (
     """CREATE TEMP TABLE IF NOT EXISTS ingest_new_customers (
@@ -189,7 +191,17 @@ dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def store_batch(conn: Connection, payload: Payload, *, received_at: datetime) -> int:
-    """Store one batch in the caller's transaction; returns how many track events were new."""
+    """Store one batch in the caller's transaction; returns how many track events were new.
+
+    It talks to psycopg directly (COPY); its errors are raised as SQLAlchemy's, as any other
+    statement's would be, so that callers tell a deadlock (retry) from a bad value (refuse)."""
+    try:
+        return _store_batch(conn, payload, received_at=received_at)
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(None, None, exc, psycopg.Error, dialect=conn.dialect) from exc
+
+
+def _store_batch(conn: Connection, payload: Payload, *, received_at: datetime) -> int:
     raw: Any = conn.connection.driver_connection
     params = {"received_at": received_at}
     with raw.cursor() as cur:

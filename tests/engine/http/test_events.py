@@ -155,6 +155,32 @@ def test_a_batch_that_hits_a_deadlock_is_retried_and_stored(
     assert shop.count("cart_updated") == 2
 
 
+def test_a_deadlock_in_the_postgresql_copy_path_is_retried_too(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The PostgreSQL batch path talks to psycopg directly (COPY): its deadlock must reach the
+    retry as one, not as a 500 (concurrent batches for the same customers do deadlock)."""
+    if shop.engine.dialect.name != "postgresql":
+        pytest.skip("the COPY path is PostgreSQL's")
+    import psycopg
+
+    import engine.ingest_pg
+
+    real = engine.ingest_pg._store_batch
+    calls = []
+
+    def deadlock_once(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine.ingest_pg, "_store_batch", deadlock_once)
+    r = shop.client.post("/v1/events", json=[track("x"), track("y")], headers=AUTH)
+    assert (r.status_code, r.json()["accepted"], len(calls)) == (202, 2, 2)
+    assert shop.count("cart_updated") == 2
+
+
 def test_a_database_that_is_down_is_a_503_with_retry_after(
     shop: Shop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
