@@ -11,22 +11,12 @@ from engine.dispatch import celery_enqueuer, dispatch_due
 from engine.settings import Settings
 from tests.engine.evalkit import H, Kit
 from tests.smtp import Recorder, free_port
-from tests.workers.test_worker import (  # noqa: F401 - fixtures
-    T0,
-    Start,
-    broker,
-    carts,
-    count,
-    shop,
-    smtp,
-    start_worker,
-    wait_for,
-)
+from tests.workers.conftest import T0, Start, carts, count, wait_for
 
 
 def test_a_worker_serves_its_send_metrics(
-    shop: tuple[Kit, Settings, Recorder],  # noqa: F811
-    start_worker: Start,  # noqa: F811
+    shop: tuple[Kit, Settings, Recorder],
+    start_worker: Start,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

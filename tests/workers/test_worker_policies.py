@@ -13,17 +13,7 @@ from engine.schema import customers, sends
 from engine.settings import Settings
 from tests.engine.evalkit import H, Kit
 from tests.smtp import Recorder
-from tests.workers.test_worker import (  # noqa: F401 - fixtures
-    T0,
-    Start,
-    broker,
-    carts,
-    count,
-    shop,
-    smtp,
-    start_worker,
-    wait_for,
-)
+from tests.workers.conftest import T0, Start, carts, count, wait_for
 
 
 def rows(kit: Kit) -> dict[str, tuple[str, str | None]]:
@@ -37,10 +27,10 @@ def rows(kit: Kit) -> dict[str, tuple[str, str | None]]:
 
 
 def test_a_real_worker_applies_unsubscribes_retries_and_bounces_at_send_time(
-    shop: tuple[Kit, Settings, Recorder],  # noqa: F811
-    start_worker: Start,  # noqa: F811
+    shop: tuple[Kit, Settings, Recorder],
+    start_worker: Start,
 ) -> None:
-    kit, settings, smtp = shop  # noqa: F811
+    kit, settings, smtp = shop
     carts(kit, 4)  # c0 … c3
     kit.tick(T0 + 2 * H)
     smtp.answers["c1@example.com"] = ["451 4.7.1 Greylisted, try again later"]

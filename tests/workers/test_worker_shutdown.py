@@ -8,24 +8,14 @@ from engine.dispatch import celery_enqueuer, dispatch_due
 from engine.settings import Settings
 from tests.engine.evalkit import H, Kit
 from tests.smtp import Recorder
-from tests.workers.test_worker import (  # noqa: F401 - fixtures
-    T0,
-    Start,
-    broker,
-    carts,
-    count,
-    shop,
-    smtp,
-    start_worker,
-    wait_for,
-)
+from tests.workers.conftest import T0, Start, carts, count, wait_for
 
 
 def test_sigterm_mid_batch_lets_the_batch_finish_and_exits_cleanly(
-    shop: tuple[Kit, Settings, Recorder],  # noqa: F811
-    start_worker: Start,  # noqa: F811
+    shop: tuple[Kit, Settings, Recorder],
+    start_worker: Start,
 ) -> None:
-    kit, settings, smtp = shop  # noqa: F811
+    kit, settings, smtp = shop
     n = 40
     carts(kit, n)
     kit.tick(T0 + 2 * H)
