@@ -74,6 +74,11 @@ class DeliveryStats:
             self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
 
 
+def counts_for_cap(row: Any) -> bool:
+    """What the frequency cap is about: marketing email (not transactional sends, not webhooks)."""
+    return not row.transactional and row.channel == "email"
+
+
 def backoff(attempts: int, rng: random.Random | None = None) -> timedelta:
     """Exponential backoff with full jitter: 1, 2, 4 … minutes, at most a day."""
     base: timedelta = min(BACKOFF_BASE * (2 ** max(0, attempts - 1)), BACKOFF_MAX)
@@ -189,8 +194,18 @@ class Deliverer:
             _record_outcome(row, stats.last, now)
             if event is not None:
                 sent_events.append(event)
-                if not row.transactional and row.channel == "email":
+                if counts_for_cap(row):
                     facts.count_sent(row.customer_id, row.priority)
+
+    def _capped(self, row: Any, facts: BatchFacts) -> bool:
+        """The frequency cap holds this send back: the customer already had `max` marketing emails
+        of its priority or higher within the cap's window."""
+        cap = self.ruleset.settings.frequency_cap
+        return (
+            cap is not None
+            and counts_for_cap(row)
+            and facts.sent_recently(row.customer_id, row.priority) >= cap.max
+        )
 
     def _broken(self, ledger: Ledger, row: Any, exc: JourneyError, stats: DeliveryStats) -> None:
         log.exception("send %s failed: %s", row.id, exc)
@@ -299,13 +314,7 @@ class Deliverer:
             ledger.finish(row.id, "suppressed", reason=verdict)
             stats.count("suppressed", verdict)
             return None
-        cap = self.ruleset.settings.frequency_cap
-        if (
-            not row.transactional
-            and row.channel == "email"
-            and cap is not None
-            and facts.sent_recently(row.customer_id, row.priority) >= cap.max
-        ):
+        if self._capped(row, facts):
             # an earlier message of this batch, to the same customer, reached the cap
             ledger.finish(row.id, "suppressed", reason="frequency_cap")
             stats.count("suppressed", "frequency_cap")
@@ -349,9 +358,8 @@ class Deliverer:
             if customer.email_suppressed_at is not None:
                 return ("suppressed", "bounced", None)
         if not rule.transactional:  # unsubscribes: checked right before its group leaves
-            cap = self.ruleset.settings.frequency_cap
             email = row.channel == "email"
-            if email and cap is not None and facts.sent_recently(customer.id, row.priority) >= cap.max:
+            if self._capped(row, facts):
                 return ("suppressed", "frequency_cap", None)
             # the settings' quiet hours are the customer's nights, for email; a webhook (a note to
             # the team) waits only when its rule sets quiet_hours itself
