@@ -544,7 +544,9 @@ def _store_batch_once(
                     conn.execute(text("SET LOCAL synchronous_commit = off"))
                 if payload is None:
                     payload = _payload(engine, batch)
-                n_stored = ingest_pg.store_batch(conn, payload, received_at=received_at)
+                n_stored, new_opt_outs = ingest_pg.store_batch(
+                    conn, payload, received_at=received_at, opt_out=OPT_OUT
+                )
             else:
                 ids = _ensure_customers(conn, batch, received_at)
                 _apply_identifies(conn, identifies)
@@ -562,9 +564,17 @@ def _store_batch_once(
                 ]
                 n_stored = len(stored := _insert_events(conn, rows))
                 _update_summary(conn, stored)
+                new_opt_outs = {r["message_id"] for r in stored if r["name"] == OPT_OUT and r["message_id"]}
             record_events(conn, _referrals(conn, batch))
+            # only an opt-out stored now: the same event sent again (a retry, a re-import) after the
+            # customer re-subscribed must not unsubscribe them again
             record_opt_outs(
-                conn, ((ev.customer_id, ev.timestamp, ev.properties) for ev in tracks if ev.event == OPT_OUT)
+                conn,
+                (
+                    (ev.customer_id, ev.timestamp, ev.properties)
+                    for ev in tracks
+                    if ev.event == OPT_OUT and (ev.message_id is None or ev.message_id in new_opt_outs)
+                ),
             )
     except BaseException:
         if pg_info is not None:

@@ -106,7 +106,7 @@ WITH batch AS MATERIALIZED (
   FROM ingest_track_rows t JOIN batch b ON b.external_id = t.external_id
   ORDER BY t.seq
   ON CONFLICT (message_id) DO NOTHING
-  RETURNING id, customer_id, name, ts, properties
+  RETURNING id, customer_id, name, ts, message_id, properties
 ), agg AS (
   SELECT customer_id, name, min(ts) AS first_at, max(ts) AS last_at, count(*) AS cnt
   FROM ins GROUP BY customer_id, name
@@ -128,7 +128,8 @@ WITH batch AS MATERIALIZED (
                            THEN excluded.last_properties ELSE s.last_properties END
   RETURNING 1
 )
-SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM up), (SELECT count(*) FROM seen)
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM up), (SELECT count(*) FROM seen),
+       (SELECT coalesce(array_agg(message_id), '{}') FROM ins WHERE name = %(opt_out)s AND message_id IS NOT NULL)
 """
 
 
@@ -190,20 +191,25 @@ def _copy(cur: Any, table: str, columns: Sequence[str], data: str) -> None:
 dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def store_batch(conn: Connection, payload: Payload, *, received_at: datetime) -> int:
-    """Store one batch in the caller's transaction; returns how many track events were new.
+def store_batch(
+    conn: Connection, payload: Payload, *, received_at: datetime, opt_out: str
+) -> tuple[int, set[str]]:
+    """Store one batch in the caller's transaction; returns how many track events were new, and
+    the message ids of the new ones named `opt_out` (a known message id is not acted on twice).
 
     It talks to psycopg directly (COPY); its errors are raised as SQLAlchemy's, as any other
     statement's would be, so that callers tell a deadlock (retry) from a bad value (refuse)."""
     try:
-        return _store_batch(conn, payload, received_at=received_at)
+        return _store_batch(conn, payload, received_at=received_at, opt_out=opt_out)
     except psycopg.Error as exc:
         raise DBAPIError.instance(None, None, exc, psycopg.Error, dialect=conn.dialect) from exc
 
 
-def _store_batch(conn: Connection, payload: Payload, *, received_at: datetime) -> int:
+def _store_batch(
+    conn: Connection, payload: Payload, *, received_at: datetime, opt_out: str
+) -> tuple[int, set[str]]:
     raw: Any = conn.connection.driver_connection
-    params = {"received_at": received_at}
+    params: dict[str, Any] = {"received_at": received_at, "opt_out": opt_out}
     with raw.cursor() as cur:
         # a temporary table lives as long as the session: create them once per connection (the
         # caller drops the flag when this transaction fails, which may have rolled them back)
@@ -217,11 +223,11 @@ def _store_batch(conn: Connection, payload: Payload, *, received_at: datetime) -
             _copy(cur, "ingest_identify_rows", IDENTIFY_COLUMNS, payload.identifies)
         cur.execute(_CUSTOMERS, params)
         if not payload.n_tracks:
-            return 0
+            return 0, set()
         _copy(cur, "ingest_track_rows", TRACK_COLUMNS, payload.tracks)
         cur.execute(_INSERT_EVENTS, params)
         row = cur.fetchone()
-        return int(row[0])
+        return int(row[0]), set(row[3])
 
 
 __all__ = [

@@ -3,7 +3,8 @@ own preference centre, a support tool) stops marketing at once, as a click on ou
 
 Properties: `channel` (`email` by default; `*` for every channel) and `topic` (`*`, everything, by
 default; or a rule's topic). The opt-out holds from the moment it is stored, whatever the event's
-timestamp; a later re-subscription goes through the preferences page.
+timestamp; a later re-subscription goes through the preferences page. Only a newly stored event
+acts: the same event again (its message_id known), from a retry or a re-import, changes nothing.
 """
 
 from __future__ import annotations

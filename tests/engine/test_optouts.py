@@ -87,3 +87,49 @@ def test_an_unsubscribed_event_for_a_topic_leaves_the_other_topics(db: Engine, t
     # the newsletter's `subscribed: email` condition keeps ada out; the cart reminder still goes
     assert [r for r in got if r[1] == "ada"] == [("cart_abandonment", "ada", "sent", None)]
     assert ("news", "bob", "sent", None) in got
+
+
+def test_the_same_unsubscribed_event_sent_again_after_a_resubscribe_changes_nothing(
+    db: Engine, tmp_path: Path
+) -> None:
+    from engine.http.optout import save_preferences
+
+    kit, _settings = shop(db, tmp_path)
+    kit.track("ada", "unsubscribed", T0, mid="shop-unsub-7")
+    ada = customer_id(kit, "ada")
+    assert opt_outs(kit) == [(ada, "email", "*")]
+    # ada ticks "email" on the preferences page; then the shop's outbox retries the old event
+    assert save_preferences(kit.engine, ada, email=True, wanted=set(), topics={}, now=T0 + H)
+    assert opt_outs(kit) == []
+    kit.track("ada", "unsubscribed", T0, mid="shop-unsub-7")
+    kit.ingest(
+        {
+            "type": "track",
+            "customer_id": "ada",
+            "event": "unsubscribed",
+            "timestamp": "2026-11-01T10:00:00Z",
+            "message_id": "shop-unsub-7",
+            "properties": {},
+        },
+        {
+            "type": "track",
+            "customer_id": "bob",
+            "event": "unsubscribed",
+            "timestamp": "2026-11-01T10:00:00Z",
+            "message_id": "shop-unsub-8",
+            "properties": {},
+        },
+    )
+    # ada stays subscribed; bob's new event in the same batch still counts
+    assert opt_outs(kit) == [(customer_id(kit, "bob"), "email", "*")]
+
+
+def customer_id(kit: Kit, cid: str) -> int:
+    with kit.engine.connect() as conn:
+        return int(conn.execute(select(customers.c.id).where(customers.c.external_id == cid)).scalar_one())
+
+
+def opt_outs(kit: Kit) -> list[tuple[int, str, str]]:
+    with kit.engine.connect() as conn:
+        rows = conn.execute(select(unsubscribes.c.customer_id, unsubscribes.c.channel, unsubscribes.c.topic))
+        return sorted(tuple(r) for r in rows)  # type: ignore[misc]
