@@ -95,7 +95,8 @@ customers = Table(
     Column("email_suppressed_at", UTCDateTime()),
     Column("email_suppressed_reason", Text),
     Column("created_at", UTCDateTime(), nullable=False),
-    Index("ix_customers_stage", "stage"),
+    #: no index on stage: a stage change then rewrites the row in place (migration 0004)
+    postgresql_with={"fillfactor": 50},
 )
 
 events = Table(
@@ -225,6 +226,9 @@ ticks = Table(
     #: every event with id <= event_seq was committed when this tick started
     Column("event_seq", BigInteger, nullable=False),
     Column("prev_event_seq", BigInteger, nullable=False),
+    #: every customer with id <= customer_seq was committed when this tick started, and has a stage
+    #: when it ends (NULL: a tick from before migration 0004)
+    Column("customer_seq", BigInteger),
     Column("started_at", UTCDateTime(), nullable=False),
     Column("finished_at", UTCDateTime()),
     Column("stats", JSONType),

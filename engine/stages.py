@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
+    ColumnElement,
     Connection,
     MetaData,
     Table,
@@ -40,13 +41,18 @@ def stage_expression(stages: list[Stage], ctx: Ctx) -> Any:
 
 
 def candidates(stages: list[Stage], w: Window, *, full: bool) -> Any:
-    """Customers whose stage may have changed in the window: new events, no stage yet, or a
-    `within` of a stage condition that expired in the window."""
+    """Customers whose stage may have changed in the window: new events, new customers (no stage
+    yet), or a `within` of a stage condition that expired in the window."""
     if full or any(s.when is not None and uses_attributes(s.when) for s in stages):
         return select(customers.c.id)
+    new_customers: ColumnElement[bool]
+    if w.prev_customer_seq is None:  # the previous tick did not record it: look for them
+        new_customers = customers.c.stage.is_(None)
+    else:  # new since the previous tick: a range of the primary key (stage is not indexed)
+        new_customers = and_(customers.c.id > w.prev_customer_seq, customers.c.id <= w.customer_seq)
     parts: list[Any] = [
         select(new_events.c.customer_id.label("id")),
-        select(customers.c.id.label("id")).where(customers.c.stage.is_(None)),
+        select(customers.c.id.label("id")).where(new_customers),
     ]
     thresholds: set[tuple[str, float]] = set()
     for s in stages:

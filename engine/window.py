@@ -46,6 +46,10 @@ class Window:
     full: bool = False
     #: in a full tick: the oldest time an event trigger looks at (older new events are not listed)
     oldest: datetime | None = None
+    #: customers with an id in (prev_customer_seq, customer_seq] are new since the previous tick;
+    #: prev_customer_seq is None when the previous tick did not record it (before migration 0004)
+    prev_customer_seq: int | None = None
+    customer_seq: int = 0
 
 
 def fill_new_events(conn: Connection, w: Window) -> int:
