@@ -107,10 +107,13 @@ class Sink(Recorder):
     def __init__(self) -> None:
         super().__init__()
         self.ids: list[bytes] = []
+        self.sample: bytes = b""  # the first message, whole: what the capacity clients send
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         found = MESSAGE_ID.search(envelope.content)
         self.ids.append(found.group(1) if found else b"")
+        if not self.sample:
+            self.sample = envelope.content
         return "250 OK"
 
 
@@ -127,6 +130,59 @@ def sink() -> Iterator[tuple[Sink, int]]:
         yield server, port
     finally:
         controller.stop()
+
+
+#: a client as cheap as a client can be: the messages are built before the clock starts, then sent
+#: over one connection (MAIL, RCPT, DATA per message, as the worker does)
+CLIENT = """
+import smtplib, sys
+port, n, tag, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+with open(path, "rb") as fh:
+    sample = fh.read()
+head, sep, rest = sample.partition(b"\\r\\nMessage-ID: ")
+rest = rest.partition(b"\\r\\n")[2]
+msgs = [head + sep + f"<cap-{tag}-{i}@bench>".encode() + b"\\r\\n" + rest for i in range(n)]
+smtp = smtplib.SMTP("127.0.0.1", port)
+smtp.ehlo()
+print("ready", flush=True)
+sys.stdin.read()  # go: the bench closes our stdin
+for m in msgs:
+    smtp.sendmail("bench@example.com", ["cap@example.com"], m)
+smtp.quit()
+"""
+
+
+def sink_capacity(recorder: Sink, port: int, n: int, clients: int, log: Path) -> float:
+    """Messages/s the SMTP sink accepts from `clients` processes sending the sample message: an
+    upper bound on end-to-end delivery into this sink on this machine, whatever the sender."""
+    sample = recorder.sample.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if b"\r\nMessage-ID: " not in sample:
+        raise SystemExit("the sample message has no Message-ID header")
+    path = log.parent / "sample.eml"
+    path.write_bytes(sample)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLIENT, str(port), str(n // clients), str(c), str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        for c in range(clients)
+    ]
+    for p in procs:
+        assert p.stdout is not None
+        if p.stdout.readline().strip() != b"ready":
+            raise SystemExit("a capacity client failed to start")
+    before = len(recorder.ids)
+    t = time.perf_counter()
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.close()  # go
+    total = n // clients * clients
+    wait("sink capacity", lambda: before + total - len(recorder.ids), log)
+    rate = total / (time.perf_counter() - t)
+    for p in procs:
+        p.wait(30)
+    return rate
 
 
 def wait(what: str, done: Any, log: Path, stall: float = 120.0) -> None:
@@ -257,12 +313,23 @@ def main() -> None:
             wait("delivery", unsent, log)
             e2e_rate = args.sends / (time.perf_counter() - t)
             assert len(recorder.ids) == len(set(recorder.ids)) == args.sends, (len(recorder.ids), args.sends)
+            for p in procs:  # the capacity clients get the cores the workers had
+                p.terminate()
+            for p in procs:
+                p.wait(30)
+            procs = []
+            capacity = sink_capacity(recorder, port, args.sends, args.workers, log)
         print(
             f"end-to-end delivery : {e2e_rate:>10,.0f} sends/s ({args.sends:,} emails to a local SMTP server, "
             f"{args.workers} workers, {args.batch} ids per task)"
         )
         print(f"no-op Celery tasks  : {noop_rate:>10,.0f} tasks/s (one task per message, same workers)")
         print(f"ratio               : {e2e_rate / noop_rate:>10.1f} x")
+        print(
+            f"SMTP sink alone     : {capacity:>10,.0f} msgs/s ({args.workers} clients sending a pre-built copy "
+            f"of one of these emails: the most any sender gets through this server here)"
+        )
+        print(f"  sink / no-op      : {capacity / noop_rate:>10.1f} x")
         shutil.rmtree(rules_dir, ignore_errors=True)  # kept, with the worker log, when a run fails
     finally:
         for p in procs:

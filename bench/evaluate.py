@@ -3,6 +3,10 @@
     python bench/evaluate.py                       # 100,000 customers on SQLite and PostgreSQL
     python bench/evaluate.py --customers 1000000 --db postgres
 
+PostgreSQL runs on a server of the bench's own (bench/pgserver.py: a free port, memory for the
+working set, durable settings), or with `--pg-server shared` on the one at JOURNEY_BENCH_PG_URL
+(needed by --keep-db and --from-db, whose database must outlive the run).
+
 Prints, for each database: ingest events/s, the full tick (every customer's stage and every rule),
 the incremental tick after 1% of customers changed, and the same work done the naive way (customers
 loaded into Python and evaluated one by one, timed on a sample and extrapolated), with the ratio.
@@ -19,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,6 +32,7 @@ from sqlalchemy import func, select, text
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import naive  # noqa: E402
+from bench.pgserver import own_server  # noqa: E402
 from engine.db import make_engine, upgrade  # noqa: E402
 from engine.generate import ShopConfig, write_events  # noqa: E402
 from engine.ingest import ingest_file  # noqa: E402
@@ -38,11 +44,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("JOURNEY_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-def fresh_database(kind: str, workdir: Path, *, template: str | None) -> tuple[str, object]:
+def fresh_database(kind: str, workdir: Path, *, template: str | None, pg_admin: str) -> tuple[str, object]:
     if kind == "sqlite":
         return f"sqlite:///{workdir / 'bench.db'}", None
     name = f"journey_bench_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    admin = make_engine(pg_admin, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
 
@@ -50,13 +56,13 @@ def fresh_database(kind: str, workdir: Path, *, template: str | None) -> tuple[s
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
-    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name, drop
+    return pg_admin.rsplit("/", 1)[0] + "/" + name, drop
 
 
-def keep_copy(url: str) -> None:
+def keep_copy(url: str, pg_admin: str) -> None:
     """Copy the just-ingested database aside, for `--from-db` (ticks again, without the ingest)."""
     name = url.rsplit("/", 1)[1]
-    admin = make_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    admin = make_engine(pg_admin, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}_ingested" TEMPLATE "{name}"'))
     admin.dispose()
@@ -73,9 +79,10 @@ def run(
     *,
     from_db: str | None = None,
     keep_db: bool = False,
+    pg_admin: str = PG_ADMIN,
 ) -> dict[str, float]:
     workdir = Path(tempfile.mkdtemp(prefix="journey-bench-"))
-    url, drop = fresh_database(kind, workdir, template=from_db)
+    url, drop = fresh_database(kind, workdir, template=from_db, pg_admin=pg_admin)
     engine = make_engine(url)
     try:
         upgrade(engine)
@@ -100,7 +107,7 @@ def run(
                 conn.execute(text("ANALYZE"))
             if keep_db and from_db is None:
                 engine.dispose()
-                keep_copy(url)
+                keep_copy(url, pg_admin)
 
         t = time.perf_counter()
         first = run_tick(engine, ruleset, now=end, full=True)
@@ -109,7 +116,9 @@ def run(
 
         # 1% of customers do something new in the next hour
         with engine.connect() as conn:
-            ids = [r[0] for r in conn.execute(select(customers.c.external_id))]
+            ids = [
+                r[0] for r in conn.execute(select(customers.c.external_id).order_by(customers.c.external_id))
+            ]
         rng = random.Random(7)
         changed = rng.sample(ids, max(1, len(ids) // 100))
         buf = io.StringIO()
@@ -182,7 +191,15 @@ def main() -> None:
         metavar="NAME",
         help="skip ingest: run the ticks on a copy of a PostgreSQL database kept by --keep-db",
     )
+    parser.add_argument(
+        "--pg-server",
+        choices=["own", "shared"],
+        default="own",
+        help="own: start a PostgreSQL sized for the run (default); shared: JOURNEY_BENCH_PG_URL",
+    )
     args = parser.parse_args()
+    if args.pg_server == "own" and (args.keep_db or args.from_db):
+        parser.error("--keep-db and --from-db need a server that outlives the run: add --pg-server shared")
 
     start = datetime(2026, 11, 1, tzinfo=UTC) - timedelta(days=args.days)
     end = start + timedelta(days=args.days)
@@ -204,31 +221,44 @@ def main() -> None:
         if args.db == "both"
         else ["postgresql" if args.db == "postgres" else "sqlite"]
     )
-    for kind in kinds:
-        f = run(
-            kind,
-            args.customers,
-            args.days,
-            args.sample,
-            events_file,
-            end,
-            from_db=args.from_db,
-            keep_db=args.keep_db,
-        )
-        print(f"\n== {kind}: {int(f['customers']):,} customers, {int(f['events']):,} events")
-        print(f"ingest            {f['ingest_events_per_s']:>12,.0f} events/s")
-        print(f"full tick         {f['full_tick_s']:>12.2f} s   ({int(f['full_tick_entered']):,} entered)")
-        print(
-            f"incremental tick  {f['incremental_tick_s']:>12.3f} s   ({int(f['incremental_new_events']):,} new events, 1% of customers)"
-        )
-        print(f"  next tick       {f['incremental_tick2_s']:>12.3f} s   (inactivity thresholds crossing)")
-        print(
-            f"naive baseline    {f['naive_full_s']:>12.2f} s   per evaluation of everyone (sample {args.sample:,}, extrapolated)"
-        )
-        print(f"ratio full        {f['naive_full_s'] / f['full_tick_s']:>12.1f} x faster than naive")
-        print(f"ratio incremental {f['naive_full_s'] / f['incremental_tick_s']:>12.1f} x faster than naive")
+    with ExitStack() as stack:
+        for kind in kinds:
+            pg_admin, server = PG_ADMIN, "the shared server at JOURNEY_BENCH_PG_URL"
+            if kind == "postgresql" and args.pg_server == "own":
+                pg_admin, conf = stack.enter_context(own_server())
+                server = "a server of its own: " + ", ".join(f"{k}={v}" for k, v in conf.items())
+            f = run(
+                kind,
+                args.customers,
+                args.days,
+                args.sample,
+                events_file,
+                end,
+                from_db=args.from_db,
+                keep_db=args.keep_db,
+                pg_admin=pg_admin,
+            )
+            report(kind, f, args.sample, server if kind == "postgresql" else None)
     if not keep and events_file.exists():
         events_file.unlink()
+
+
+def report(kind: str, f: dict[str, float], sample: int, server: str | None) -> None:
+    """Print one database's figures, and the server they were measured on."""
+    print(f"\n== {kind}: {int(f['customers']):,} customers, {int(f['events']):,} events")
+    if server:
+        print(f"PostgreSQL on {server}")
+    print(f"ingest            {f['ingest_events_per_s']:>12,.0f} events/s")
+    print(f"full tick         {f['full_tick_s']:>12.2f} s   ({int(f['full_tick_entered']):,} entered)")
+    print(
+        f"incremental tick  {f['incremental_tick_s']:>12.3f} s   ({int(f['incremental_new_events']):,} new events, 1% of customers)"
+    )
+    print(f"  next tick       {f['incremental_tick2_s']:>12.3f} s   (inactivity thresholds crossing)")
+    print(
+        f"naive baseline    {f['naive_full_s']:>12.2f} s   per evaluation of everyone (sample {sample:,}, extrapolated)"
+    )
+    print(f"ratio full        {f['naive_full_s'] / f['full_tick_s']:>12.1f} x faster than naive")
+    print(f"ratio incremental {f['naive_full_s'] / f['incremental_tick_s']:>12.1f} x faster than naive")
 
 
 if __name__ == "__main__":
