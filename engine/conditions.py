@@ -207,7 +207,12 @@ def _event(cond: EventCondition, ctx: Ctx) -> ColumnElement[bool]:
         if since is not None:
             filters.append(ev.c.ts > since)
         if cond.count is None:
-            return exists().where(*filters)
+            # Such an event implies a summary row (last_at >= its time): that small probe first
+            # spares the event index's probe for the many customers who never had the event.
+            guard = [es.c.customer_id == customers.c.id, es.c.name == cond.event]
+            if since is not None:
+                guard.append(es.c.last_at > since)
+            return and_(exists().where(*guard), exists().where(*filters))
         counted = select(func.count()).where(*filters).scalar_subquery()
         return compare(counted, cond.count.op, cond.count.value)
     if cond.count is not None and since is not None:
