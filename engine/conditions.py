@@ -59,6 +59,44 @@ class Ctx:
     now: datetime
     #: the rule's preference-centre topic: `subscribed:` in a rule also means "not opted out of it"
     topic: str | None = None
+    #: the summary rows of the evaluated customers, one row each (see `summary_pivot`): event
+    #: conditions read its columns instead of probing event_summary once per condition
+    summary: SummaryPivot | None = None
+
+
+@dataclass(frozen=True)
+class SummaryPivot:
+    """A query with one row per customer, and for each event name its summary's `last_at` and
+    `count` (NULL when the customer never had it). Joined to customers on `customer_id`."""
+
+    query: Any
+    columns: dict[str, tuple[Any, Any]]
+
+
+def summary_pivot(names: list[str], customer_ids: Any) -> SummaryPivot:
+    """The summary of `names` for the customers `customer_ids` selects, pivoted to one row each:
+    each customer's summary rows are read in one range of the primary key, where a condition per
+    event name would probe it once per condition."""
+    es = event_summary
+    cols: list[Any] = [es.c.customer_id]
+    for i, name in enumerate(names):
+        cols.append(func.max(es.c.last_at).filter(es.c.name == name).label(f"e{i}_last"))
+        cols.append(func.max(es.c.count).filter(es.c.name == name).label(f"e{i}_count"))
+    query = (
+        select(*cols)
+        .where(es.c.customer_id.in_(customer_ids), es.c.name.in_(names))
+        .group_by(es.c.customer_id)
+        .subquery("summary_pivot")
+    )
+    columns = {name: (query.c[f"e{i}_last"], query.c[f"e{i}_count"]) for i, name in enumerate(names)}
+    return SummaryPivot(query=query, columns=columns)
+
+
+def event_names(cond: Any) -> set[str]:
+    """Every event name a condition reads."""
+    if isinstance(cond, EventCondition):
+        return {cond.event}
+    return set().union(*(event_names(c) for c in children(cond)))
 
 
 def compile_condition(cond: Any, ctx: Ctx) -> ColumnElement[bool]:
@@ -197,15 +235,22 @@ def _event(cond: EventCondition, ctx: Ctx) -> ColumnElement[bool]:
     ev = events.alias()
     es = event_summary.alias()
     since = ctx.now - cond.within if cond.within is not None else None
-    if cond.where:
-        filters = [
-            ev.c.customer_id == customers.c.id,
-            ev.c.name == cond.event,
-            ev.c.ts <= ctx.now,
-            *property_filter(cond.where, ctx, props=ev.c.properties),
-        ]
+    pivoted = ctx.summary.columns.get(cond.event) if ctx.summary is not None else None
+    if pivoted is not None:
+        last_at, count = pivoted
+        # false, never NULL, for a customer without the event (no pivot row): `not:` must hold
+        had: ColumnElement[bool] = last_at.is_not(None)
         if since is not None:
-            filters.append(ev.c.ts > since)
+            had = and_(had, last_at > since)
+        if cond.where and cond.count is None:
+            # such an event implies a summary row with last_at >= its time: only then probe
+            return and_(had, exists().where(*_event_filters(cond, ctx, ev, since)))
+        if not cond.where and cond.count is None:
+            return and_(had)
+        if not cond.where and since is None and cond.count is not None:
+            return compare(func.coalesce(count, 0), cond.count.op, cond.count.value)
+    if cond.where:
+        filters = _event_filters(cond, ctx, ev, since)
         if cond.count is None:
             # Such an event implies a summary row (last_at >= its time): that small probe first
             # spares the event index's probe for the many customers who never had the event.
@@ -248,6 +293,19 @@ def _event(cond: EventCondition, ctx: Ctx) -> ColumnElement[bool]:
     if since is not None:
         filters.append(es.c.last_at > since)
     return exists().where(*filters)
+
+
+def _event_filters(cond: EventCondition, ctx: Ctx, ev: Any, since: datetime | None) -> list[Any]:
+    """The customer's events of `cond.event` up to now (and after `since`) that match `where:`."""
+    filters = [
+        ev.c.customer_id == customers.c.id,
+        ev.c.name == cond.event,
+        ev.c.ts <= ctx.now,
+        *property_filter(cond.where or {}, ctx, props=ev.c.properties),
+    ]
+    if since is not None:
+        filters.append(ev.c.ts > since)
+    return filters
 
 
 def _holds_for_zero(op: str, value: Any) -> bool | None:
@@ -329,4 +387,15 @@ def children(cond: Any) -> list[Any]:
     return []
 
 
-__all__ = ["Ctx", "compile_all", "compile_condition", "describe", "false", "subscribed", "time_thresholds"]
+__all__ = [
+    "Ctx",
+    "SummaryPivot",
+    "compile_all",
+    "compile_condition",
+    "describe",
+    "event_names",
+    "false",
+    "subscribed",
+    "summary_pivot",
+    "time_thresholds",
+]

@@ -21,7 +21,14 @@ from sqlalchemy import (
     union,
 )
 
-from engine.conditions import Ctx, compile_condition, time_thresholds, uses_attributes
+from engine.conditions import (
+    Ctx,
+    compile_condition,
+    event_names,
+    summary_pivot,
+    time_thresholds,
+    uses_attributes,
+)
 from engine.db import is_postgres
 from engine.rules.model import Stage
 from engine.schema import customers, event_summary, stage_history
@@ -94,28 +101,26 @@ def recompute(conn: Connection, stages: list[Stage], w: Window, *, full: bool = 
     Returns the number of changes. A customer's first stage fires `stage_entered` only when the
     customer is new in this window; otherwise importing history would greet every old customer.
     """
-    ctx = Ctx(conn=conn, now=w.now)
-    new_stage = stage_expression(stages, ctx).label("to_stage")
-    base = select(
-        customers.c.id.label("customer_id"),
-        customers.c.stage.label("from_stage"),
-        new_stage,
-        customers.c.first_seen_at,
-    )
+    columns = (customers.c.id.label("customer_id"), customers.c.stage.label("from_stage"))
     if full:
         # materialised: the stage CASE is evaluated once per customer, not once per reference
-        computed = base.cte("computed").prefix_with("MATERIALIZED")
+        new_stage = stage_expression(stages, Ctx(conn=conn, now=w.now)).label("to_stage")
+        computed = select(*columns, new_stage, customers.c.first_seen_at).cte("computed")
     else:
         # Materialised and analysed first, so the planner knows there are few candidates and
-        # evaluates each stage condition through the indexes, customer by customer.
+        # evaluates each stage condition through the indexes, customer by customer; each
+        # candidate's summary rows are read once, pivoted, for all the stage conditions.
         n_candidates = _materialise(conn, candidates(stages, w, full=False))
         if n_candidates == 0:
             return 0
-        computed = (
-            base.join(_candidates, _candidates.c.id == customers.c.id)
-            .cte("computed")
-            .prefix_with("MATERIALIZED")
-        )
+        names = sorted(set().union(*(event_names(s.when) for s in stages if s.when is not None)))
+        pivot = summary_pivot(names, select(_candidates.c.id)) if names else None
+        new_stage = stage_expression(stages, Ctx(conn=conn, now=w.now, summary=pivot)).label("to_stage")
+        joined = customers.join(_candidates, _candidates.c.id == customers.c.id)
+        if pivot is not None:
+            joined = joined.outerjoin(pivot.query, pivot.query.c.customer_id == customers.c.id)
+        computed = select(*columns, new_stage, customers.c.first_seen_at).select_from(joined).cte("computed")
+    computed = computed.prefix_with("MATERIALIZED")
     fires = or_(
         computed.c.from_stage.is_not(None),
         and_(computed.c.first_seen_at.is_not(None), computed.c.first_seen_at > w.start),

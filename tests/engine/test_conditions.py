@@ -9,7 +9,7 @@ import pytest
 from pydantic import TypeAdapter
 from sqlalchemy import Engine, select
 
-from engine.conditions import Ctx, compile_condition
+from engine.conditions import Ctx, compile_condition, event_names, summary_pivot
 from engine.rules.model import Condition
 from engine.schema import customers, unsubscribes
 from tests.conftest import utc
@@ -50,10 +50,20 @@ def shop(db: Engine, tmp_path: Path) -> Kit:
     return kit
 
 
-def matching(kit: Kit, cond: dict[str, Any]) -> list[str]:
+def matching(kit: Kit, cond: dict[str, Any], *, pivoted: bool = False) -> list[str]:
+    """The customers for whom `cond` holds; `pivoted`: compiled as the incremental stage
+    recompute compiles it, over each customer's summary rows read once (summary_pivot)."""
+    parsed = parse(cond)
     with kit.engine.connect() as conn:
-        expr = compile_condition(parse(cond), Ctx(conn=conn, now=NOW))
-        rows = conn.execute(select(customers.c.external_id).where(expr).order_by(customers.c.external_id))
+        query = select(customers.c.external_id)
+        pivot = None
+        if pivoted:
+            pivot = summary_pivot(sorted(event_names(parsed)), select(customers.c.id))
+            query = query.select_from(
+                customers.outerjoin(pivot.query, pivot.query.c.customer_id == customers.c.id)
+            )
+        expr = compile_condition(parsed, Ctx(conn=conn, now=NOW, summary=pivot))
+        rows = conn.execute(query.where(expr).order_by(customers.c.external_id))
         return [r[0] for r in rows]
 
 
@@ -110,6 +120,7 @@ def test_attribute_conditions(shop: Kit, cond: dict[str, Any], expected: list[st
 )
 def test_event_conditions(shop: Kit, cond: dict[str, Any], expected: list[str]) -> None:
     assert matching(shop, cond) == expected
+    assert matching(shop, cond, pivoted=True) == expected
 
 
 def test_stage_and_subscription_conditions(shop: Kit) -> None:
@@ -127,5 +138,18 @@ def test_combinations(shop: Kit) -> None:
         "bob",
     ]
     assert matching(shop, {"not": {"event": "order_placed", "within": "30d"}}) == ["bob", "cat"]
+    # the same over the pivoted summary, where a customer without the event has no row at all
+    for cond, expected in [
+        ({"not": {"event": "order_placed", "within": "30d"}}, ["bob", "cat"]),
+        ({"not": {"event": "order_placed"}}, ["cat"]),
+        ({"not": {"event": "order_placed", "count": {"gte": 2}}}, ["bob", "cat"]),
+        ({"not": {"event": "survey_answered", "where": {"score": {"gte": 9}}}}, ["bob", "cat"]),
+        (
+            {"all": [{"event": "order_placed"}, {"not": {"event": "order_placed", "within": "30d"}}]},
+            ["bob"],
+        ),
+    ]:
+        assert matching(shop, cond) == expected, cond
+        assert matching(shop, cond, pivoted=True) == expected, cond
     # missing data is false, and its negation true: never NULL
     assert matching(shop, {"not": {"attribute": "score", "gt": 10}}) == ["bob", "cat"]
