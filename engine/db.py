@@ -29,6 +29,7 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.schema import meta
@@ -82,6 +83,11 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
                 yield conn
         finally:
             conn.info.pop("write", None)
+
+
+def is_retryable(exc: DBAPIError) -> bool:
+    """A deadlock or serialization failure: the transaction was rolled back whole; try again."""
+    return getattr(exc.orig, "sqlstate", None) in ("40P01", "40001")
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

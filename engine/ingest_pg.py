@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 import psycopg
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
@@ -91,7 +92,8 @@ ON CONFLICT (external_id) DO UPDATE SET
 )
 
 #: `batch`: every customer of the batch, looked up once; `seen`: the few whose earliest activity
-#: moved back (late events); then the events, and their fold into event_summary
+#: moved back (late events), checked again on the row it updates, which a concurrent batch may
+#: have moved back further; then the events, and their fold into event_summary
 _INSERT_EVENTS = """
 WITH batch AS MATERIALIZED (
   SELECT c.id, n.external_id, n.first_seen_at AS batch_first, c.first_seen_at
@@ -99,6 +101,7 @@ WITH batch AS MATERIALIZED (
 ), seen AS (
   UPDATE customers c SET first_seen_at = b.batch_first FROM batch b
   WHERE c.id = b.id AND (b.first_seen_at IS NULL OR b.batch_first < b.first_seen_at)
+    AND (c.first_seen_at IS NULL OR b.batch_first < c.first_seen_at)
   RETURNING 1
 ), ins AS (
   INSERT INTO events (customer_id, name, ts, received_at, message_id, properties)
@@ -171,6 +174,11 @@ def track_text(rows: Iterable[tuple[Any, ...]]) -> str:
     )
 
 
+def customer_text(rows: Iterable[tuple[str, int, str, datetime]]) -> str:
+    """copy_text for CUSTOMER_COLUMNS rows, unrolled: one row per customer of every batch."""
+    return "".join([f"{_text(ext)}\t{salt}\t{code}\t{ts.isoformat()}\n" for ext, salt, code, ts in rows])
+
+
 @dataclass(frozen=True)
 class Payload:
     """A batch ready for COPY, in the order of CUSTOMER_COLUMNS, IDENTIFY_COLUMNS (attributes as
@@ -188,7 +196,16 @@ def _copy(cur: Any, table: str, columns: Sequence[str], data: str) -> None:
 
 
 #: one encoder for every call: json.dumps with arguments builds a new one each time
-dumps = json.JSONEncoder(separators=(",", ":")).encode
+_std_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def dumps(value: Any) -> str:
+    """JSON text of a decoded object, with orjson (a few times faster than the standard library);
+    what orjson refuses (an integer beyond 64 bits) is written by the standard library."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return _std_dumps(value)
 
 
 def store_batch(
@@ -236,6 +253,7 @@ __all__ = [
     "TRACK_COLUMNS",
     "Payload",
     "copy_text",
+    "customer_text",
     "dumps",
     "store_batch",
 ]

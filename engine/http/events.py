@@ -18,6 +18,7 @@ from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from engine.db import is_retryable
 from engine.http.pages import read_limited
 from engine.http.service import Service
 from engine.ingest import IngestResult
@@ -72,11 +73,6 @@ def decode(body: bytes) -> list[Any]:
     return items
 
 
-def _retryable(exc: DBAPIError) -> bool:
-    """A deadlock or serialization failure: the transaction was rolled back whole; try again."""
-    return getattr(exc.orig, "sqlstate", None) in ("40P01", "40001")
-
-
 def _ingest(service: Service, items: list[Any]) -> IngestResult:
     """One request is one transaction (at most ITEM_LIMIT items), so a rolled-back attempt can
     simply be repeated; concurrent batches touching the same customers may deadlock on PostgreSQL."""
@@ -90,7 +86,7 @@ def _ingest(service: Service, items: list[Any]) -> IngestResult:
                 return ingest_events(service.engine, items, received_at=service.now(), chunk_size=ITEM_LIMIT)
         except DBAPIError as exc:
             reason = str(exc.orig or exc).splitlines()[0][:300]
-            if _retryable(exc) and attempt < RETRIES:
+            if is_retryable(exc) and attempt < RETRIES:
                 service.observer.log.warning("ingest retried", error=reason, attempt=attempt)
                 time.sleep(random.uniform(0.005, 0.05) * attempt)
                 continue

@@ -368,3 +368,66 @@ def test_tabs_newlines_backslashes_and_unicode_are_stored_as_sent(db: Engine) ->
             odd,
             {"text": odd},
         )
+
+
+def test_numbers_are_stored_exactly_and_nan_is_refused_with_its_line(db: Engine) -> None:
+    def line(name: str, props: str) -> str:
+        head = {"type": "track", "customer_id": "n", "event": name, "timestamp": "2026-11-01T10:00:00Z"}
+        return json.dumps(head)[:-1] + f',"message_id":"{name}","properties":{props}}}'
+
+    text = "\n".join(
+        [
+            line(
+                "order_placed",
+                '{"big":123456789012345678901234567890,"neg":-9223372036854775809,'
+                '"f":0.1,"e":1e-7,"u":"\\u00e9\\ud83d\\ude00"}',
+            ),
+            line("cart_updated", '{"x":NaN}'),
+            line("cart_cleared", '{"x":-Infinity}'),
+            line("product_viewed", '{"sku":"A1"}'),
+            '{"type":"identify","customer_id":123456789012345678901,"timestamp":"2026-11-01T10:00:00Z"}',
+        ]
+    )
+    errors: list[str] = []
+    result = ingest_file(db, io.StringIO(text + "\n"), name="f", received_at=NOW, on_error=errors.append)
+    assert errors == [
+        "f:2: not valid JSON: NaN is not a JSON number",
+        "f:3: not valid JSON: -Infinity is not a JSON number",
+    ]
+    assert result.stored == 2
+    with db.connect() as conn:
+        stored = dict(conn.execute(select(events.c.name, events.c.properties)).all())
+    assert stored == {
+        "order_placed": {
+            "big": 123456789012345678901234567890,
+            "neg": -9223372036854775809,
+            "f": 0.1,
+            "e": 1e-7,
+            "u": "é\U0001f600",
+        },
+        "product_viewed": {"sku": "A1"},
+    }
+    assert customer(db, "123456789012345678901") is not None  # a number as id, to the last digit
+
+
+def test_a_batch_that_hits_a_deadlock_is_stored_again(db: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    import psycopg
+    from sqlalchemy.exc import DBAPIError
+
+    import engine.ingest as ingest_mod
+
+    calls: list[int] = []
+    real = ingest_mod._store_batch_once
+
+    def deadlock_once(engine: Engine, batch: Any, received_at: datetime, **kw: Any) -> Any:
+        calls.append(len(batch))
+        if len(calls) == 2:  # a batch on a writer thread: PostgreSQL chose it as the victim
+            error = psycopg.errors.DeadlockDetected("deadlock detected")
+            raise DBAPIError.instance(None, None, error, psycopg.Error)
+        return real(engine, batch, received_at, **kw)
+
+    monkeypatch.setattr(ingest_mod, "_store_batch_once", deadlock_once)
+    items = [track(f"c{i % 4}", "cart_updated", f"2026-11-01T10:{i:02d}:00Z", mid=f"m{i}") for i in range(20)]
+    result = ingest_events(db, items, received_at=NOW, chunk_size=3)
+    assert (result.stored, result.duplicates, len(calls)) == (20, 0, 8)
+    assert [(r[0], r[4]) for r in summary(db)] == [(f"c{i}", 5) for i in range(4)]
