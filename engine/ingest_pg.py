@@ -5,11 +5,12 @@ A batch is COPYed into three temporary tables (new customers, merged identifies,
 then folded into the real tables by a few set-based statements, keyed on the customer's external
 id so that no id has to travel back to Python:
 
-1. customers: unknown ones are inserted with their identify merged in (an existing customer costs
-   one index probe and is not rewritten), and the identifies of known ones are merged by an upsert;
-2. events and event_summary: one statement looks every customer of the batch up once, moves back
-   the earliest activity of the few that got late events, inserts the events (ON CONFLICT
-   (message_id) DO NOTHING) and folds the rows it inserted into the summary per (customer, event).
+1. the batch's known customers are looked up once, by external id, into a fourth table;
+2. customers: the unknown ones are inserted with their identify merged in, and the identifies of
+   known ones are merged by an upsert (a known customer without an identify is not touched);
+3. events and event_summary: one statement moves back the earliest activity of the few customers
+   that got late events, inserts the events (ON CONFLICT (message_id) DO NOTHING) and folds the
+   rows it inserted into the summary per (customer, event).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ _STAGE = (
   seq integer, external_id varchar(255), name varchar(128), ts timestamptz, message_id varchar(255),
   properties jsonb
 ) ON COMMIT DELETE ROWS""",
+    """CREATE TEMP TABLE IF NOT EXISTS ingest_batch (
+  id bigint, external_id varchar(255), batch_first timestamptz, first_seen_at timestamptz
+) ON COMMIT DELETE ROWS""",
 )
 
 CUSTOMER_COLUMNS = ("external_id", "salt", "referral_code", "first_seen_at")
@@ -56,9 +60,17 @@ TRACK_COLUMNS = ("seq", "external_id", "name", "ts", "message_id", "properties")
 
 _NEWER = "(c.identified_at IS NULL OR excluded.identified_at >= c.identified_at)"
 _FREE_CODE = "NOT EXISTS (SELECT 1 FROM customers o WHERE o.referral_code = {code})"
+#: the batch's known customers, each looked up once: their id, and their earliest activity so far
+_RESOLVE = """
+INSERT INTO ingest_batch (id, external_id, batch_first, first_seen_at)
+SELECT c.id, n.external_id, n.first_seen_at, c.first_seen_at
+FROM ingest_new_customers n JOIN customers c ON c.external_id = n.external_id
+"""
+
 #: `created`: the batch's unknown customers, written once with their merged identify (a wanted
-#: referral code no one owns replaces the random one); then the identifies of known customers:
-#: a newer identify overwrites, an older one only fills what is missing
+#: referral code no one owns replaces the random one), and added to ingest_batch; then the
+#: identifies of known customers: a newer identify overwrites, an older one only fills what is
+#: missing. A customer another batch created meanwhile is left to ON CONFLICT.
 _CUSTOMERS = f"""
 WITH created AS (
   INSERT INTO customers (external_id, attributes, salt, referral_code, created_at, first_seen_at,
@@ -68,9 +80,13 @@ WITH created AS (
               THEN i.referral_code ELSE n.referral_code END,
          %(received_at)s, n.first_seen_at, i.identified_at, i.email, i.phone, i.timezone, i.locale, i.first_name
   FROM ingest_new_customers n LEFT JOIN ingest_identify_rows i ON i.external_id = n.external_id
+  WHERE NOT EXISTS (SELECT 1 FROM ingest_batch b WHERE b.external_id = n.external_id)
   ORDER BY n.external_id
   ON CONFLICT (external_id) DO NOTHING
-  RETURNING external_id
+  RETURNING id, external_id, first_seen_at
+), listed AS (
+  INSERT INTO ingest_batch (id, external_id, batch_first, first_seen_at)
+  SELECT id, external_id, first_seen_at, first_seen_at FROM created
 )
 INSERT INTO customers AS c (external_id, identified_at, email, phone, timezone, locale, first_name, attributes,
                             referral_code, salt, created_at)
@@ -91,13 +107,19 @@ ON CONFLICT (external_id) DO UPDATE SET
     for col in ("email", "phone", "timezone", "locale", "first_name")
 )
 
-#: `batch`: every customer of the batch, looked up once; `seen`: the few whose earliest activity
+#: `batch`: every customer of the batch: ingest_batch, and the few another batch created
+#: meanwhile (committed now: ON CONFLICT waited for it); `seen`: those whose earliest activity
 #: moved back (late events), checked again on the row it updates, which a concurrent batch may
 #: have moved back further; then the events, and their fold into event_summary
 _INSERT_EVENTS = """
-WITH batch AS MATERIALIZED (
-  SELECT c.id, n.external_id, n.first_seen_at AS batch_first, c.first_seen_at
-  FROM ingest_new_customers n JOIN customers c ON c.external_id = n.external_id
+WITH missing AS MATERIALIZED (
+  SELECT n.external_id, n.first_seen_at FROM ingest_new_customers n
+  WHERE NOT EXISTS (SELECT 1 FROM ingest_batch b WHERE b.external_id = n.external_id)
+), batch AS MATERIALIZED (
+  SELECT id, external_id, batch_first, first_seen_at FROM ingest_batch
+  UNION ALL
+  SELECT c.id, m.external_id, m.first_seen_at, c.first_seen_at
+  FROM missing m JOIN customers c ON c.external_id = m.external_id
 ), seen AS (
   UPDATE customers c SET first_seen_at = b.batch_first FROM batch b
   WHERE c.id = b.id AND (b.first_seen_at IS NULL OR b.batch_first < b.first_seen_at)
@@ -236,6 +258,7 @@ def _store_batch(
                 cur.execute(ddl)
             info["ingest_stage"] = True
         _copy(cur, "ingest_new_customers", CUSTOMER_COLUMNS, payload.new_customers)
+        cur.execute(_RESOLVE)
         if payload.identifies:
             _copy(cur, "ingest_identify_rows", IDENTIFY_COLUMNS, payload.identifies)
         cur.execute(_CUSTOMERS, params)
