@@ -818,7 +818,9 @@ def _rounded(value: Any) -> bool:
     return False
 
 
-def _no_constants(name: str) -> Any:
+def no_json_constants(name: str) -> Any:
+    """`parse_constant` for json.loads: NaN and Infinity are not JSON, and a JSON column cannot
+    store them."""
     raise ValueError(f"{name} is not a JSON number")
 
 
@@ -830,14 +832,14 @@ def loads(line: str) -> Any:
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError:
-        return json.loads(line, parse_constant=_no_constants)
+        return json.loads(line, parse_constant=no_json_constants)
     if type(obj) is dict and (
         _rounded(obj.get("properties"))
         or _rounded(obj.get("traits"))
         or _rounded(obj.get("context_traits"))
         or type(obj.get("customer_id")) is float
     ):
-        return json.loads(line, parse_constant=_no_constants)
+        return json.loads(line, parse_constant=no_json_constants)
     return obj
 
 
@@ -889,6 +891,7 @@ __all__ = [
     "ParsedEvent",
     "ingest_events",
     "ingest_file",
+    "no_json_constants",
     "parse_event",
     "record_events",
 ]

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse
 from engine.db import is_retryable
 from engine.http.pages import read_limited
 from engine.http.service import Service
-from engine.ingest import IngestResult
+from engine.ingest import IngestResult, no_json_constants
 
 #: the largest body accepted, in bytes
 BODY_LIMIT = 1024 * 1024
@@ -45,10 +45,6 @@ def api_error_response(exc: ApiError) -> JSONResponse:
     return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def decode(body: bytes) -> list[Any]:
     """The body as a list of items; ApiError(400) for JSON that does not parse."""
     try:
@@ -58,7 +54,7 @@ def decode(body: bytes) -> list[Any]:
     if not text.strip():
         raise ApiError(400, "the body is empty: send one event object or a list of them, as JSON")
     try:
-        data = json.loads(text, parse_constant=_no_constants)
+        data = json.loads(text, parse_constant=no_json_constants)
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError as exc:
