@@ -539,13 +539,18 @@ def _store_batch(
     payload: Any = None,
     skip: frozenset[int] = frozenset(),
 ) -> IngestResult:
-    for attempt in range(3):
+    """Store one batch, again when a repeat can succeed: a random referral code clashed (with
+    fresh codes), or a concurrent batch of the same customers deadlocked with this one."""
+    for attempt in range(1, RETRIES + 1):
         try:
             return _store_batch_once(engine, batch, received_at, durable=durable, payload=payload)
         except IntegrityError as exc:
-            if "referral_code" not in str(exc) or attempt == 2:
+            if "referral_code" not in str(exc) or attempt == RETRIES:
                 raise
-            payload = _payload(engine, batch, skip)  # a random referral code clashed: draw new ones
+            payload = _payload(engine, batch, skip)  # draw new codes
+        except DBAPIError as exc:
+            if not is_retryable(exc) or attempt == RETRIES:
+                raise
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -621,7 +626,8 @@ WRITER_SWITCH_INTERVAL = 0.0001
 #: On two cores, 400,000 lines took 20-26 s with one, 14-16 s with two, 13-15 s with three or four:
 #: while one server process folds a batch, another waits for its commit or for the parser.
 PG_WRITERS = 3
-#: attempts at a batch that hit a deadlock (concurrent batches of the same customers)
+#: attempts at a batch that hit a deadlock (concurrent batches of the same customers) or a
+#: clashing random referral code
 RETRIES = 4
 
 
@@ -673,24 +679,15 @@ class _Writer:
             number, batch, skip, payload = item
             try:
                 if self.error is None:  # else drain: the caller sees the error at its next put
-                    result = self._store(batch, skip, payload)
+                    result = _store_batch(
+                        self.engine, batch, self.received_at, durable=False, payload=payload, skip=skip
+                    )
                     with self.lock:
                         self.total.add(result)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 self.error = exc
             finally:
                 self._landed(number, batch)
-
-    def _store(self, batch: list[ParsedEvent], skip: frozenset[int], payload: Any) -> IngestResult:
-        for attempt in range(1, RETRIES + 1):
-            try:
-                return _store_batch(
-                    self.engine, batch, self.received_at, durable=False, payload=payload, skip=skip
-                )
-            except DBAPIError as exc:
-                if not is_retryable(exc) or attempt == RETRIES:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _in_flight_copies(self, number: int, batch: list[ParsedEvent]) -> frozenset[int]:
         """Positions of the track events whose message id a batch still being stored holds."""
