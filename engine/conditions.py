@@ -92,6 +92,27 @@ def summary_pivot(names: list[str], customer_ids: Any) -> SummaryPivot:
     return SummaryPivot(query=query, columns=columns)
 
 
+def last_between(name: str, after: datetime, until: datetime) -> list[ColumnElement[bool]]:
+    """Filters on `event_summary` for rows of `name` whose latest event lies in (after, until].
+
+    event_summary has no index on its time (each new event would write one more index entry, and
+    the row could not be updated in place): the rows are found through the events that set it,
+    ix_events_name_ts's range, and the summary row of each of their customers is read by its key.
+    Such a row's `last_at` is the time of one of its events, so it is in the range only if that
+    event is."""
+    es = event_summary
+    return [
+        es.c.name == name,
+        es.c.last_at > after,
+        es.c.last_at <= until,
+        es.c.customer_id.in_(
+            select(events.c.customer_id).where(
+                events.c.name == name, events.c.ts > after, events.c.ts <= until
+            )
+        ),
+    ]
+
+
 def event_names(cond: Any) -> set[str]:
     """Every event name a condition reads."""
     if isinstance(cond, EventCondition):

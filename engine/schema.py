@@ -129,7 +129,9 @@ event_summary = Table(
     Column("count", Integer, nullable=False),
     Column("last_event_id", BigID, nullable=False),
     Column("last_properties", JSONType, nullable=False, default=dict),
-    Index("ix_event_summary_name_last_at", "name", "last_at"),
+    #: no index on last_at: a new event then rewrites the row in place (migration 0005); the rows
+    #: whose last_at lies in a range are found through events (conditions.last_between)
+    postgresql_with={"fillfactor": 70},
 )
 
 stage_history = Table(
@@ -166,7 +168,9 @@ enrollments = Table(
     metadata,
     Column("id", BigID, primary_key=True, autoincrement=True),
     Column("rule_id", String(128), nullable=False),
-    Column("customer_id", BigID, ForeignKey("customers.id", ondelete="CASCADE"), nullable=False),
+    #: no foreign key: a tick takes it from customers in the statement that inserts the row, and
+    #: PostgreSQL checked it again on every step the tick moved the new row through (migration 0006)
+    Column("customer_id", BigID, nullable=False),
     #: the trigger occurrence: an event id, a stage-history id, a cron time (epoch s) or a year
     Column("occurrence", BigInteger, nullable=False),
     Column("trigger_event_id", BigID),
@@ -191,9 +195,10 @@ sends = Table(
     Column("id", BigID, primary_key=True, autoincrement=True),
     Column("rule_id", String(128), nullable=False),
     Column("step", String(255), nullable=False),
-    Column("customer_id", BigID, ForeignKey("customers.id", ondelete="CASCADE"), nullable=False),
+    #: no foreign keys: a tick takes both from the enrollment it advances (migration 0006)
+    Column("customer_id", BigID, nullable=False),
     Column("occurrence", BigInteger, nullable=False),
-    Column("enrollment_id", BigID, ForeignKey("enrollments.id", ondelete="CASCADE")),
+    Column("enrollment_id", BigID),
     Column("template", String(255), nullable=False),
     Column("channel", String(32), nullable=False, default="email"),
     Column("transactional", Boolean, nullable=False, default=False),

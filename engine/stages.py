@@ -25,6 +25,7 @@ from engine.conditions import (
     Ctx,
     compile_condition,
     event_names,
+    last_between,
     summary_pivot,
     time_thresholds,
     uses_attributes,
@@ -71,9 +72,7 @@ def candidates(stages: list[Stage], w: Window, *, full: bool) -> Any:
         crossed = timedelta(seconds=seconds)
         parts.append(
             select(event_summary.c.customer_id.label("id")).where(
-                event_summary.c.name == name,
-                event_summary.c.last_at > w.start - crossed,
-                event_summary.c.last_at <= w.now - crossed,
+                *last_between(name, w.start - crossed, w.now - crossed)
             )
         )
     return union(*parts)

@@ -26,7 +26,7 @@ from sqlalchemy import (
     true,
 )
 
-from engine.conditions import Ctx, compile_all, compile_condition, property_filter
+from engine.conditions import Ctx, compile_all, compile_condition, last_between, property_filter
 from engine.cron import cron_times
 from engine.db import add_seconds, insert_ignore, json_field
 from engine.flow import first_of
@@ -93,9 +93,7 @@ def trigger_select(conn: Connection, rule: Rule, w: Window, *, default_tz: str =
         s = event_summary
         later = event_summary.alias("later")
         filters = [
-            s.c.name == ina.event,
-            s.c.last_at > w.start - ina.for_,
-            s.c.last_at <= w.now - ina.for_,
+            *last_between(ina.event, w.start - ina.for_, w.now - ina.for_),
             customers.c.id == s.c.customer_id,
         ]
         # the trigger event itself in `until` means "no later one": a later one already moves last_at
