@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -116,11 +118,15 @@ class Page:
 def browser() -> Iterator[Page]:
     """A headless Chromium with one blank tab, shut down afterwards."""
     exe = chromium_path()
-    with tempfile.TemporaryDirectory(prefix="journey-chromium-") as profile:
+    # Chromium's helper processes may still write to the profile for a moment after the browser
+    # exits: they run in a process group of their own that is stopped as a whole, and a file
+    # written after that still does not fail the test that used the browser
+    with tempfile.TemporaryDirectory(prefix="journey-chromium-", ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
             [exe, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         page: Page | None = None
         try:
@@ -138,9 +144,17 @@ def browser() -> Iterator[Page]:
         finally:
             if page is not None:
                 page.close()
-            proc.terminate()
+            _stop_group(proc, signal.SIGTERM)
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                _stop_group(proc, signal.SIGKILL)
                 proc.wait(10)
+            _stop_group(proc, signal.SIGKILL)  # helpers that outlived the browser
+
+
+def _stop_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
