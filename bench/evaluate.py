@@ -19,6 +19,7 @@ import io
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -165,6 +166,7 @@ def run(
         engine.dispose()
         if drop:
             drop()  # type: ignore[operator]
+        shutil.rmtree(workdir, ignore_errors=True)  # the SQLite database, if any
 
 
 def main() -> None:
@@ -239,8 +241,8 @@ def main() -> None:
                 pg_admin=pg_admin,
             )
             report(kind, f, args.sample, server if kind == "postgresql" else None)
-    if not keep and events_file.exists():
-        events_file.unlink()
+    if not keep:
+        shutil.rmtree(events_file.parent, ignore_errors=True)  # the generated file's own directory
 
 
 def report(kind: str, f: dict[str, float], sample: int, server: str | None) -> None:
