@@ -30,10 +30,12 @@ from sqlalchemy import func, select, text
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.db import make_engine, upgrade  # noqa: E402
-from engine.dispatch import celery_enqueuer, dispatch_due  # noqa: E402
-from engine.schema import customers, enrollments, sends  # noqa: E402
+from engine.db.schema import customers, enrollments, sends  # noqa: E402
+from engine.delivery.dispatch import dispatch_due  # noqa: E402
 from engine.settings import Settings  # noqa: E402
-from tests.smtp import Recorder, free_port  # noqa: E402
+from tests.support.services import free_port  # noqa: E402
+from tests.support.smtp import Recorder
+from workers.enqueue import celery_enqueuer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("JOURNEY_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -217,7 +219,7 @@ def workers(settings: Settings, count: int, rules_dir: Path, log: Path) -> list[
                 "-m",
                 "celery",
                 "-A",
-                "workers",
+                "bench.noop_worker",
                 "worker",
                 "-Q",
                 "email",
@@ -280,12 +282,12 @@ def main() -> None:
             app = make_app(settings)
             r = redis.Redis.from_url(BROKER)
             for _ in range(4 * args.workers):  # warm up: every worker started and connected
-                app.send_task("workers.tasks.noop", args=[[0]], queue="email")
+                app.send_task("bench.noop", args=[[0]], queue="email")
             wait("warm-up", lambda: r.llen("email"), log)
 
             t = time.perf_counter()
             for i in range(args.sends):
-                app.send_task("workers.tasks.noop", args=[[i]], queue="email")
+                app.send_task("bench.noop", args=[[i]], queue="email")
             wait("no-op tasks", lambda: r.llen("email"), log)
             noop_rate = args.sends / (time.perf_counter() - t)
 

@@ -35,11 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import naive  # noqa: E402
 from bench.pgserver import own_server  # noqa: E402
 from engine.db import make_engine, upgrade  # noqa: E402
-from engine.generate import ShopConfig, write_events  # noqa: E402
-from engine.ingest import ingest_file  # noqa: E402
+from engine.db.schema import customers, events  # noqa: E402
+from engine.evaluate.tick import run_tick  # noqa: E402
+from engine.ingest.writer import ingest_file  # noqa: E402
 from engine.rules.loader import load_ruleset  # noqa: E402
-from engine.schema import customers, events  # noqa: E402
-from engine.tick import run_tick  # noqa: E402
+from engine.sim.generate import ShopConfig, write_events  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("JOURNEY_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")

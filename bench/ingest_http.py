@@ -32,8 +32,8 @@ from sqlalchemy import func, select, text
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.db import make_engine, upgrade  # noqa: E402
-from engine.generate import ShopConfig, generate_events  # noqa: E402
-from engine.schema import events  # noqa: E402
+from engine.db.schema import events  # noqa: E402
+from engine.sim.generate import ShopConfig, generate_events  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("JOURNEY_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
+from engine.db.schema import customers, events
 from engine.rules.loader import RuleSet
 from engine.rules.model import (
     AllCondition,
@@ -21,7 +22,7 @@ from engine.rules.model import (
     StageCondition,
     SubscribedCondition,
 )
-from engine.schema import customers, events
+from engine.rules.triggers import EventTrigger, InactivityTrigger, ScheduleTrigger
 
 
 @dataclass
@@ -107,9 +108,9 @@ def evaluate(ruleset: RuleSet, people: list[PyCustomer], now: datetime, start: d
         for rule in ruleset.rules:
             t = rule.trigger
             fired = False
-            if t.event:
+            if isinstance(t, EventTrigger):
                 fired = any(start < ts <= now for ts, _ in c.events.get(t.event, []))
-            elif t.inactivity:
+            elif isinstance(t, InactivityTrigger):
                 ina = t.inactivity
                 seen = [ts for ts, _ in c.events.get(ina.event, []) if ts <= now]
                 if seen:
@@ -117,7 +118,7 @@ def evaluate(ruleset: RuleSet, people: list[PyCustomer], now: datetime, start: d
                     quiet = start - ina.for_ < last <= now - ina.for_
                     stopped = any(ts >= last for u in ina.until for ts, _ in c.events.get(u, []) if ts <= now)
                     fired = quiet and not stopped
-            elif t.audience is not None:
+            elif isinstance(t, ScheduleTrigger) and t.audience is not None:
                 fired = holds(t.audience, c, now)
             if fired and all(holds(x, c, now) for x in rule.conditions):
                 matches += 1

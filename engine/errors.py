@@ -52,8 +52,15 @@ class IngestError(JourneyError):
 
 
 class DeliveryError(JourneyError):
-    """A channel refused or failed a message."""
+    """A channel refused or failed a message. `permanent`: trying again cannot help (SMTP 5xx for
+    the recipient, webhook 4xx); `smtp_code`: the SMTP server's answer code, when it gave one."""
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(self, message: str, *, permanent: bool = False, smtp_code: int | None = None) -> None:
         self.permanent = permanent
+        self.smtp_code = smtp_code
         super().__init__(message)
+
+    @property
+    def hard_bounce(self) -> bool:
+        """The mail server refused the recipient for good (5xx): no more email to that address."""
+        return self.smtp_code is not None and 500 <= self.smtp_code < 600

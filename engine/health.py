@@ -1,4 +1,9 @@
-"""`journey health`: is the database, the broker and the scheduler well? For people and probes."""
+"""`journey health`: is the database, the broker and the scheduler well? For people and probes.
+
+Deliverability is a warning, not a failure: a complaint rate over the mailbox providers' limit in
+the last day is printed, and the exit status stays what the other checks make it (a probe must not
+restart a service for it).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, select, text
 
-from engine.durations import format_duration
-from engine.schema import meta
+from engine.db.schema import meta
+from engine.reporting.deliverability import COMPLAINT_ALERT, last_day
+from engine.rules.durations import format_duration
 from engine.settings import Settings
 
 
@@ -50,4 +56,19 @@ def check(
                 "" if ok else f" (limit {format_duration(max_tick_age)})"
             )
             out.append(("scheduler", ok, ("ok: " if ok else "stale: ") + text_))
+        out.append(("deliverability", True, deliverability(engine, now)))
     return out
+
+
+def deliverability(engine: Engine, now: datetime) -> str:
+    """The last day's complaint rate, with a warning when it is over the limit."""
+    d = last_day(engine, now)
+    if d.complaint_rate is None:
+        return "ok: no email sent in the last day"
+    figures = (
+        f"complaint rate {100 * d.complaint_rate:.2f}% over the last day "
+        f"({d.complained:,} complaints, {d.emails:,} emails)"
+    )
+    if d.complaint_alert:
+        return f"WARNING: {figures}, over the {100 * COMPLAINT_ALERT:.1f}% mailbox providers tolerate"
+    return f"ok: {figures}"

@@ -17,11 +17,17 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, select
 
 from engine import logs
-from engine.db import is_postgres, upsert
-from engine.schema import meta
+from engine.db import is_postgres, put_meta, try_advisory_lock
+from engine.db.schema import meta
+from engine.delivery.deliverer import Deliverer
+from engine.delivery.dispatch import DispatchStats, Enqueue, dispatch_due, queue_lag
+from engine.delivery.live import LiveRules
+from engine.evaluate.tick import TickResult, run_tick
+from engine.metrics import observe_scheduler, observe_tick
+from engine.rules.loader import RuleSet
 from engine.settings import Settings
 
 log = logs.get("journey.scheduler")
@@ -34,9 +40,23 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def put_meta(conn: Connection, key: str, value: str, now: datetime) -> None:
-    stmt = upsert(conn, meta).values(key=key, value=value, updated_at=now)
-    conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value, "updated_at": now}))
+def cycle(
+    engine: Engine,
+    settings: Settings,
+    ruleset: RuleSet,
+    *,
+    now: datetime,
+    backfill: timedelta | None = None,
+    dispatch: bool = True,
+    enqueue: Enqueue | None = None,
+) -> tuple[TickResult, DispatchStats | None]:
+    """One cycle (`journey tick`): evaluate, then hand due sends to the workers through `enqueue`,
+    or deliver them here, in-process, when there is no broker."""
+    result = run_tick(engine, ruleset, now=now, backfill=backfill)
+    dispatched = None
+    if dispatch:
+        dispatched = dispatch_due(engine, settings, now=now, enqueue=enqueue, ruleset=ruleset)
+    return result, dispatched
 
 
 class Leadership:
@@ -59,7 +79,7 @@ class Leadership:
             # autocommit: the lock's connection never sits "idle in transaction", where a server's
             # idle_in_transaction_session_timeout would end it and hand the lead over needlessly
             conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            got = bool(conn.execute(select(func.pg_try_advisory_lock(LEADER_LOCK))).scalar())
+            got = try_advisory_lock(conn, LEADER_LOCK)
             if got:
                 self._conn = conn
             else:
@@ -77,7 +97,7 @@ class Leadership:
     def release(self) -> None:
         if self._conn is not None:
             try:
-                self._conn.execute(select(func.pg_advisory_unlock(LEADER_LOCK)))
+                self._conn.exec_driver_sql(f"SELECT pg_advisory_unlock({LEADER_LOCK})")
                 self._conn.close()
             except Exception:  # noqa: BLE001 - closing anyway frees the lock
                 pass
@@ -93,30 +113,34 @@ class Scheduler:
         every: timedelta,
         dispatch_every: timedelta,
         clock: Callable[[], datetime] | None = None,
+        enqueue: Enqueue | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.every = every
         self.dispatch_every = dispatch_every
         self.clock = clock or (lambda: datetime.now(UTC))
+        #: hands batches to the workers; None delivers in-process (no broker)
+        self.enqueue = enqueue
         self.owner = owner_id()
         self.leadership = Leadership(engine, self.owner, lease=every * 3)
         self.stopping = threading.Event()
-        self._ruleset: Any = None
+        self._live: LiveRules | None = None
         self.is_leader = False
 
-    def ruleset(self) -> Any:
-        if self._ruleset is None:
-            from engine.rules.loader import load_ruleset
+    def live(self) -> LiveRules:
+        """The rule and template files as last checked clean (the first load fails loudly)."""
+        if self._live is None:
+            self._live = LiveRules(self.settings.rules_dir, self.settings.templates_dir)
+        return self._live
 
-            self._ruleset = load_ruleset(self.settings.rules_dir, self.settings.templates_dir)
-        return self._ruleset
+    def ruleset(self) -> RuleSet:
+        return self.live().ruleset
 
     def tick_once(self) -> dict[str, Any] | None:
-        """One interval: evaluate if leader, then dispatch. Returns the tick's figures, or None."""
-        from engine.metrics import observe_tick
-        from engine.tick import run_tick
-
+        """One interval: evaluate if leader, then dispatch. Returns the tick's figures, or None.
+        Changed rule and template files are taken first, when they check clean."""
+        self.live().refresh()
         now = self.clock()
         self.is_leader = self.leadership.acquire(now)
         figures = None
@@ -134,26 +158,34 @@ class Scheduler:
             observe_tick(result)
             log.info("tick", owner=self.owner, **figures)
         self.dispatch_once()
-        from engine.metrics import LEADER as LEADER_GAUGE
-        from engine.metrics import observe_queue_lag
-
-        LEADER_GAUGE.set(1 if self.is_leader else 0)
-        observe_queue_lag(self.engine, self.clock())
+        observe_scheduler(leader=self.is_leader, queue_lag_seconds=queue_lag(self.engine, self.clock()))
         return figures
 
+    def _deliverer(self) -> Deliverer | None:
+        """Without a broker, a deliverer for this dispatch, on the checked rules and templates
+        (one per dispatch: the tick's and the dispatch job's may run at once)."""
+        if self.enqueue is not None:
+            return None
+        live = self.live()
+        deliverer = Deliverer.create(self.engine, self.settings, live.ruleset)
+        deliverer.templates = live.templates
+        return deliverer
+
     def dispatch_once(self) -> None:
-        from engine.commands.core import dispatch_after_tick
-
-        class _App:
-            settings = self.settings
-            engine = self.engine
-
         try:
-            dispatch_after_tick(_App(), self.ruleset(), self.clock())  # type: ignore[arg-type]
+            dispatch_due(
+                self.engine,
+                self.settings,
+                now=self.clock(),
+                enqueue=self.enqueue,
+                ruleset=self.ruleset(),
+                deliverer=self._deliverer(),
+            )
         except Exception:  # noqa: BLE001 - a failed dispatch is retried next interval
             log.exception("dispatch failed")
 
     def run(self, *, once: bool = False) -> None:
+        self.live()  # a rule set with problems stops start-up, located (RuleError)
         if once:
             try:
                 self.tick_once()

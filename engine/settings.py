@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.errors import ConfigError
@@ -14,6 +14,16 @@ DEFAULT_EMAIL_URL = "file://./outbox"
 DEFAULT_BASE_URL = "http://localhost:8000"
 DEFAULT_FROM = "Journey <hello@example.com>"
 DEFAULT_POSTAL_ADDRESS = "Journey Demo Shop, 1 Example Street, 10000 Sample City"
+DEFAULT_BRAND = "Journey Shop"
+
+
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError(f"{name}={raw!r} is not a port number (1-65535)")
+    return int(raw)
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -24,6 +34,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+
+
+def _user_password(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name) or None
+    if raw is not None and ":" not in raw:
+        raise ConfigError(f"{name} must be user:password (the Basic auth set on the provider's webhook)")
+    return raw
 
 
 @dataclass(frozen=True)
@@ -44,7 +61,22 @@ class Settings:
     postal_address: str = DEFAULT_POSTAL_ADDRESS
     #: None means: generated on first run and stored in the database
     api_key: str | None = None
-    extra: Mapping[str, str] = field(default_factory=dict)
+    #: the shop's name, in emails and on the pages customers see
+    brand: str = DEFAULT_BRAND
+    #: an address that also takes unsubscribes: a `mailto:` target beside the link in List-Unsubscribe
+    unsubscribe_mailto: str | None = None
+    #: a worker's main process serves its pool's metrics on this port (needs prometheus_multiproc_dir)
+    worker_metrics_port: int | None = None
+    #: PROMETHEUS_MULTIPROC_DIR: where processes of a fleet write their series to be merged
+    prometheus_multiproc_dir: str | None = None
+    #: delivery feedback (CONTRACT 10): SendGrid's Event Webhook public key (base64 DER, as shown)
+    sendgrid_verification_key: str | None = None
+    #: `user:password` that Postmark's webhooks send as Basic auth
+    postmark_webhook_auth: str | None = None
+    #: Mailgun's HTTP webhook signing key
+    mailgun_signing_key: str | None = None
+    #: the SNS topics whose SES reports are taken (empty: any topic whose signature checks out)
+    ses_topic_arns: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
@@ -70,7 +102,16 @@ class Settings:
             mail_from=env.get("JOURNEY_FROM") or DEFAULT_FROM,
             postal_address=env.get("JOURNEY_POSTAL_ADDRESS") or DEFAULT_POSTAL_ADDRESS,
             api_key=env.get("JOURNEY_API_KEY") or None,
-            extra={k: v for k, v in env.items() if k.startswith("JOURNEY_")},
+            brand=env.get("JOURNEY_BRAND") or DEFAULT_BRAND,
+            unsubscribe_mailto=env.get("JOURNEY_UNSUBSCRIBE_MAILTO") or None,
+            worker_metrics_port=_port(env, "JOURNEY_WORKER_METRICS_PORT"),
+            prometheus_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
+            sendgrid_verification_key=env.get("JOURNEY_SENDGRID_VERIFICATION_KEY") or None,
+            postmark_webhook_auth=_user_password(env, "JOURNEY_POSTMARK_WEBHOOK_AUTH"),
+            mailgun_signing_key=env.get("JOURNEY_MAILGUN_SIGNING_KEY") or None,
+            ses_topic_arns=tuple(
+                arn.strip() for arn in (env.get("JOURNEY_SES_TOPIC_ARNS") or "").split(",") if arn.strip()
+            ),
         )
 
     def with_(self, **changes: object) -> Settings:

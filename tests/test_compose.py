@@ -10,7 +10,7 @@ from typing import Any
 import click
 from ruamel.yaml import YAML
 
-from engine.cli import _register, cli
+from engine.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT_VARS = {
@@ -43,7 +43,6 @@ def seconds(text: str) -> int:
 def test_every_journey_command_in_compose_parses_in_the_cli() -> None:
     """Each `journey …` command and health check, parsed by the CLI itself: a misspelt command or
     option fails here, not in a container at 3 a.m."""
-    _register()
     services = compose()["services"]
     checked = 0
     for name, svc in services.items():
@@ -67,7 +66,6 @@ def test_every_journey_command_in_compose_parses_in_the_cli() -> None:
 
 
 def test_a_misspelt_option_would_be_caught() -> None:
-    _register()
     run = cli.commands["run"]
     try:
         run.make_context("journey run", ["--evry", "30s"])

@@ -68,16 +68,14 @@ def _shutdown_process(**_: Any) -> None:
 
 
 @worker_init.connect  # type: ignore[untyped-decorator]
-def _serve_metrics(**_: Any) -> None:
+def _serve_metrics(sender: Any = None, **_: Any) -> None:
     """`JOURNEY_WORKER_METRICS_PORT=9101` (with PROMETHEUS_MULTIPROC_DIR set to a writable directory):
     the worker's main process serves the series its pool processes wrote, merged, for Prometheus."""
-    import os
-
-    port = os.environ.get("JOURNEY_WORKER_METRICS_PORT")
-    if not port or not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    settings: Settings | None = getattr(getattr(sender, "app", None), "conf", {}).get("journey_settings")
+    if settings is None or not settings.worker_metrics_port or not settings.prometheus_multiproc_dir:
         return
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    start_http_server(int(port), registry=registry)
+    multiprocess.MultiProcessCollector(registry, path=settings.prometheus_multiproc_dir)  # type: ignore[no-untyped-call]
+    start_http_server(settings.worker_metrics_port, registry=registry)

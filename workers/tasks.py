@@ -1,4 +1,4 @@
-"""Celery tasks: thin glue from a message carrying send ids to engine.deliver.
+"""Celery tasks: thin glue from a message carrying send ids to engine.delivery.deliverer.
 
 Tasks are registered on the app that `workers.app.make_app` builds (no shared_task, no current_app).
 """
@@ -10,32 +10,27 @@ from typing import Any
 
 from celery import Celery
 
+from engine.db import make_engine
+from engine.delivery.deliverer import Deliverer
+from engine.settings import Settings
 from workers.state import STATE
 
 
-def _deliverer(settings: Any) -> Any:
+def _deliverer(settings: Settings) -> Deliverer:
     if "deliverer" not in STATE:
-        from engine.db import make_engine
-        from engine.deliver import Deliverer
-
         engine = make_engine(settings.database_url)
         STATE["engine"] = engine
         STATE["deliverer"] = Deliverer.create(engine, settings)
-    return STATE["deliverer"]
+    deliverer: Deliverer = STATE["deliverer"]
+    return deliverer
 
 
 def deliver_sends(task: Any, ids: list[int]) -> dict[str, int]:
     """Deliver a batch of queued sends; each send's state lives in the database, not here."""
     settings = task.app.conf.journey_settings
     stats = _deliverer(settings).deliver(ids, now=datetime.now(UTC))
-    return {k: v for k, v in stats.__dict__.items() if isinstance(v, int) and v}
-
-
-def noop(task: Any, ids: list[int]) -> int:
-    """Does nothing: the benchmark's baseline for Celery's own cost per task."""
-    return len(ids)
+    return stats.figures()
 
 
 def register(app: Celery) -> None:
     app.task(name="workers.tasks.deliver_sends", bind=True, ignore_result=True)(deliver_sends)
-    app.task(name="workers.tasks.noop", bind=True, ignore_result=True)(noop)

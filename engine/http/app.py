@@ -4,22 +4,24 @@ created on import."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import Engine, text
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from engine.http import events, links, optout, survey
+from engine.feedback.receive import Receiver
+from engine.feedback.ses import Get, https_get
+from engine.http import events, feedback, links, optout, survey
 from engine.http.events import BODY_LIMIT, ITEM_LIMIT, ApiError, api_error_response
 from engine.http.observe import AccessMiddleware, Observer, QueueLagCollector
 from engine.http.pages import BodyTooLarge, Pages
 from engine.http.service import Service
+from engine.metrics import render_latest
 from engine.settings import Settings
 
 
@@ -32,9 +34,11 @@ def create_app(
     *,
     engine: Engine | None = None,
     now: Callable[[], datetime] | None = None,
+    sns_get: Get | None = None,
 ) -> FastAPI:
     """The service's ASGI app. Without `engine`, one is made from settings and disposed of at
-    shutdown; `now` stamps recorded events (default: the wall clock)."""
+    shutdown; `now` stamps recorded events (default: the wall clock); `sns_get` fetches SNS
+    certificates and confirms subscriptions (default: HTTPS)."""
     from engine.db import make_engine
 
     owned = engine is None
@@ -42,6 +46,15 @@ def create_app(
     observer = Observer()
     service = Service(settings=settings, engine=db, now=now or _wall_clock, observer=observer)
     pages = Pages(settings)
+    receiver = Receiver(
+        db,
+        settings,
+        service.now,
+        signer=service.signer,
+        soft_bounce=lambda: service.ruleset().settings.soft_bounce,
+        sns_get=sns_get or https_get,
+        write_lock=service.write_lock,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -51,7 +64,7 @@ def create_app(
 
     app = FastAPI(
         title="Journey",
-        summary="Event intake, unsubscribe, survey, referral and tracking links",
+        summary="Event intake, unsubscribe, survey, referral and tracking links, delivery feedback",
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
@@ -98,17 +111,13 @@ def create_app(
         """This service's series and the queue lag read from the database at scrape time. With
         PROMETHEUS_MULTIPROC_DIR set, the series every process wrote there (this one's, the
         workers' sends) merged instead of this process's alone, so none is printed twice."""
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            merged = CollectorRegistry()
-            multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
-            body = generate_latest(merged)
-        else:
-            body = generate_latest(observer.registry)
+        body = render_latest(observer.registry, settings.prometheus_multiproc_dir)
         return Response(body + generate_latest(lag), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(events.router(service))
     app.include_router(optout.router(service, pages))
     app.include_router(survey.router(service, pages))
     app.include_router(links.router(service, pages))
+    app.include_router(feedback.router(service, receiver))
     app.add_middleware(AccessMiddleware, observer=observer)
     return app

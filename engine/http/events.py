@@ -21,7 +21,10 @@ from starlette.responses import JSONResponse
 from engine.db import is_retryable
 from engine.http.pages import read_limited
 from engine.http.service import Service
-from engine.ingest import IngestResult, no_json_constants
+from engine.ingest.parse import no_json_constants
+
+#: the largest body accepted, in bytes
+from engine.ingest.store import IngestResult
 
 #: the largest body accepted, in bytes
 BODY_LIMIT = 1024 * 1024
@@ -72,7 +75,7 @@ def decode(body: bytes) -> list[Any]:
 def _ingest(service: Service, items: list[Any]) -> IngestResult:
     """One request is one transaction (at most ITEM_LIMIT items), so a rolled-back attempt can
     simply be repeated; concurrent batches touching the same customers may deadlock on PostgreSQL."""
-    from engine.ingest import ingest_events
+    from engine.ingest.writer import ingest_events
 
     # SQLite has one writer at a time: waiting on a lock here is quicker than its busy-retry loop
     serial = service.write_lock if service.engine.dialect.name == "sqlite" else nullcontext()

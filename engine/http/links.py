@@ -7,19 +7,15 @@ one is recorded.
 
 from __future__ import annotations
 
-import hashlib
-from datetime import datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter
-from sqlalchemy import Engine, select
 from starlette.responses import RedirectResponse, Response
 
-from engine.db import write_tx
+from engine.events import InternalEvent
 from engine.http.pages import Pages
 from engine.http.service import Service
-from engine.ingest import InternalEvent, record_events
-from engine.schema import customers
+from engine.ingest.links import click_message_id, credit_referral_click, record_if_customer
 
 #: a transparent 1x1 GIF
 PIXEL = (
@@ -27,19 +23,6 @@ PIXEL = (
     b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
 )
 NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
-#: referral codes are short; anything longer is not one
-CODE_LIMIT = 64
-
-
-def record_if_customer(engine: Engine, event: InternalEvent) -> bool:
-    """Record a product event for a customer who still exists; True when it was stored."""
-    with write_tx(engine) as conn:
-        found = conn.execute(select(customers.c.id).where(customers.c.id == event.customer_id)).first()
-        return found is not None and record_events(conn, [event]) > 0
-
-
-def click_message_id(send_id: int, url: str) -> str:
-    return f"email_clicked:{send_id}:{hashlib.sha1(url.encode()).hexdigest()[:12]}"
 
 
 def with_ref(landing: str, code: str) -> str:
@@ -48,24 +31,6 @@ def with_ref(landing: str, code: str) -> str:
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "ref"]
     query.append(("ref", code))
     return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def credit_referral_click(engine: Engine, code: str, now: datetime) -> str | None:
-    """Record `referral_clicked` on the code's owner; returns the code as stored, or None."""
-    if not code or len(code) > CODE_LIMIT:
-        return None
-    with write_tx(engine) as conn:
-        row = conn.execute(
-            select(customers.c.id, customers.c.referral_code).where(
-                customers.c.referral_code.in_({code, code.upper()})
-            )
-        ).first()
-        if row is None:
-            return None
-        record_events(
-            conn, [InternalEvent(row.id, "referral_clicked", now, {"code": row.referral_code}, None)]
-        )
-        return str(row.referral_code)
 
 
 def router(service: Service, pages: Pages) -> APIRouter:

@@ -61,6 +61,19 @@ class Observer:
         self.events_rejected = Counter(
             "journey_events_rejected", "Events POST /v1/events rejected as malformed", registry=self.registry
         )
+        self.feedback = Counter(
+            "journey_feedback_reports",
+            "Delivery reports from email providers, by provider, kind and what became of them "
+            "(recorded, duplicate, unmatched, erased)",
+            ["provider", "kind", "outcome"],
+            registry=self.registry,
+        )
+        self.feedback_refused = Counter(
+            "journey_feedback_refused",
+            "Feedback requests refused because they failed their provider's check",
+            ["provider"],
+            registry=self.registry,
+        )
         # Its own level: access lines are kept whatever level the CLI set for everything else.
         self.log: Any = structlog.wrap_logger(
             _StderrLogger(),
@@ -135,7 +148,7 @@ class QueueLagCollector:
         self.now = now
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from engine.metrics import queue_lag
+        from engine.delivery.dispatch import queue_lag
 
         family = GaugeMetricFamily(
             "journey_queue_lag_seconds", "now minus the oldest due send's due_at, in seconds"

@@ -43,7 +43,7 @@ class Pages:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.brand = settings.extra.get("JOURNEY_BRAND", "Journey Shop")
+        self.brand = settings.brand
 
     def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = self.env.get_template(name).render(brand=self.brand, **context)

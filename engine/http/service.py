@@ -11,10 +11,10 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from engine.delivery.tokens import Signer, TokenError
 from engine.http.observe import Observer
 from engine.rules.loader import RuleSet
 from engine.settings import Settings
-from engine.tokens import Signer, TokenError
 
 #: the send id of links in `journey preview` output (real sends start at 1)
 PREVIEW_SEND = 0
@@ -36,7 +36,7 @@ class Service:
 
     def signer(self) -> Signer:
         if self._signer is None:
-            from engine.context import signer_for
+            from engine.delivery.context import signer_for
 
             with self._lock:
                 if self._signer is None:

@@ -3,92 +3,20 @@ click changes the score of that same event, and an optional comment is added to 
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends
-from sqlalchemy import Engine, or_, select, update
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engine.db import write_tx
 from engine.http.pages import FORM_LIMIT, Pages, read_limited
 from engine.http.service import Service
-from engine.ingest import InternalEvent, record_events
-from engine.schema import customers, event_summary, events
+from engine.ingest.links import record_survey_answer
 
 #: the longest comment kept, in characters
 COMMENT_LIMIT = 2000
 SCORES = range(0, 11)
-
-
-def answer(
-    engine: Engine,
-    customer_id: int,
-    *,
-    send_id: int,
-    survey: str,
-    now: datetime,
-    score: int | None = None,
-    comment: str | None = None,
-) -> dict[str, Any] | None:
-    """Record or amend the answer to one survey email; returns the answer's properties, or None
-    when there is nothing to amend and no score to start with (or no such customer)."""
-    message_id = f"survey_answered:{send_id}"
-    changes: dict[str, Any] = {}
-    if score is not None:
-        changes["score"] = score
-    if comment is not None:
-        changes["comment"] = comment
-    with write_tx(engine) as conn:
-        if conn.execute(select(customers.c.id).where(customers.c.id == customer_id)).first() is None:
-            return None
-        for _ in range(2):
-            row = conn.execute(
-                select(events.c.id, events.c.customer_id, events.c.properties).where(
-                    events.c.message_id == message_id
-                )
-            ).first()
-            if row is not None:
-                break
-            if score is None:
-                return None
-            props = {"survey": survey, "score": score, "send_id": send_id, **changes}
-            event = InternalEvent(customer_id, "survey_answered", now, props, message_id)
-            if record_events(conn, [event]):
-                return props
-            # another request stored it first: amend theirs
-        if row is None or row.customer_id != customer_id:
-            return None
-        old = row.properties or {}
-        props = {**old, **changes}
-        if "score" in changes and changes["score"] != old.get("score"):
-            # A changed score is a new answer: stamped now, the next tick sees the event again (same
-            # id, so a rule it already triggered is not entered twice) and the stage follows it.
-            conn.execute(update(events).where(events.c.id == row.id).values(properties=props, ts=now))
-            summary = event_summary.c
-            conn.execute(
-                update(event_summary)
-                .where(
-                    summary.customer_id == customer_id,
-                    summary.name == "survey_answered",
-                    or_(summary.last_event_id == row.id, summary.last_at <= now),
-                )
-                .values(last_properties=props, last_event_id=row.id, last_at=now)
-            )
-            return props
-        conn.execute(update(events).where(events.c.id == row.id).values(properties=props))
-        conn.execute(
-            update(event_summary)
-            .where(
-                event_summary.c.customer_id == customer_id,
-                event_summary.c.name == "survey_answered",
-                event_summary.c.last_event_id == row.id,
-            )
-            .values(last_properties=props)
-        )
-        return props
 
 
 def parse_score(raw: str | None) -> int | None:
@@ -121,7 +49,7 @@ def router(service: Service, pages: Pages) -> APIRouter:
             return bad_score()
         if service.is_preview(payload):
             return pages.preview()
-        props = answer(
+        props = record_survey_answer(
             service.engine,
             payload["c"],
             send_id=payload["s"],
@@ -160,7 +88,7 @@ def router(service: Service, pages: Pages) -> APIRouter:
             )
         if service.is_preview(payload):
             return pages.preview()
-        props = answer(
+        props = record_survey_answer(
             service.engine,
             payload["c"],
             send_id=payload["s"],

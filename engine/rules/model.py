@@ -1,363 +1,58 @@
-"""The shapes of stage, rule and settings files, as pydantic models (unknown keys are errors).
+"""The shapes of rule, stage and settings files, as pydantic models (unknown keys are errors).
 
-Conditions and steps are unions told apart by their keys; their tags are written `<name>` so that
-the loader can drop them from error locations.
+Conditions, steps and triggers have modules of their own beside this one; their unions are told
+apart by their keys, with tags written `<name>` so that the loader can drop them from error
+locations.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Discriminator,
-    Field,
-    PlainSerializer,
-    Tag,
-    field_validator,
-    model_validator,
+from pydantic import Field, field_validator, model_validator
+
+from engine.rules.conditions import (
+    AllCondition,
+    AnyCondition,
+    AttributeCondition,
+    Compare,
+    Condition,
+    EventCondition,
+    NotCondition,
+    StageCondition,
+    StageIn,
+    Strict,
+    SubscribedCondition,
 )
-
-from engine.durations import format_duration, parse_duration
-
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str),
-]
-Scalar = str | int | float | bool | None
-OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists", "contains")
-CHANNELS = ("email", "webhook")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
-
-
-class Compare(Strict):
-    """Exactly one comparison: `{gte: 3}`, `{in: [a, b]}`, `{exists: true}`."""
-
-    eq: Scalar | list[Scalar] = None
-    ne: Scalar = None
-    gt: int | float | str | None = None
-    gte: int | float | str | None = None
-    lt: int | float | str | None = None
-    lte: int | float | str | None = None
-    in_: list[Scalar] | None = Field(default=None, alias="in")
-    not_in: list[Scalar] | None = None
-    exists: bool | None = None
-    contains: Scalar = None
-
-    @model_validator(mode="after")
-    def _one_op(self) -> Compare:
-        given = self.ops()
-        if len(given) != 1:
-            names = ", ".join(OPS)
-            if not given:
-                raise ValueError(f"needs one comparison: one of {names}")
-            raise ValueError(
-                f"has {len(given)} comparisons ({', '.join(op for op, _ in given)}); use all: to combine"
-            )
-        return self
-
-    def ops(self) -> list[tuple[str, Any]]:
-        return [(op, getattr(self, "in_" if op == "in" else op)) for op in OPS if _set(self, op)]
-
-    @property
-    def op(self) -> str:
-        return self.ops()[0][0]
-
-    @property
-    def value(self) -> Any:
-        return self.ops()[0][1]
-
-
-def _set(model: BaseModel, op: str) -> bool:
-    return ("in_" if op == "in" else op) in model.model_fields_set
-
-
-def _compare(value: Any) -> Any:
-    """A bare value where a comparison is expected means equality: `{plan: gold}`."""
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, list):
-        return {"in": value}
-    return {"eq": value}
-
-
-CompareOrValue = Annotated[Compare, BeforeValidator(_compare)]
-
-
-class AttributeCondition(Compare):
-    attribute: str
-
-
-class EventCondition(Strict):
-    event: str
-    within: Duration | None = None
-    count: CompareOrValue | None = None
-    where: dict[str, CompareOrValue] | None = None
-
-
-class StageIn(Strict):
-    in_: list[str] = Field(alias="in", min_length=1)
-
-
-class StageCondition(Strict):
-    stage: str | StageIn
-
-    def names(self) -> list[str]:
-        return [self.stage] if isinstance(self.stage, str) else list(self.stage.in_)
-
-
-class SubscribedCondition(Strict):
-    subscribed: Literal["email", "webhook"]
-
-
-class AllCondition(Strict):
-    all: list[Condition] = Field(min_length=1)
-
-
-class AnyCondition(Strict):
-    any: list[Condition] = Field(min_length=1)
-
-
-class NotCondition(Strict):
-    not_: Condition = Field(alias="not")
-
-
-_CONDITION_KEYS = (
-    ("attribute", "<attribute>"),
-    ("event", "<event>"),
-    ("stage", "<stage>"),
-    ("subscribed", "<subscribed>"),
-    ("all", "<all>"),
-    ("any", "<any>"),
-    ("not", "<not>"),
+from engine.rules.durations import Duration, QuietWindow
+from engine.rules.steps import (
+    Branch,
+    BranchStep,
+    SendSpec,
+    SendStep,
+    SplitStep,
+    Step,
+    UpdateStep,
+    WaitStep,
 )
-
-
-def _condition_tag(value: Any) -> str | None:
-    if isinstance(value, BaseModel):
-        return {
-            AttributeCondition: "<attribute>",
-            EventCondition: "<event>",
-            StageCondition: "<stage>",
-            SubscribedCondition: "<subscribed>",
-            AllCondition: "<all>",
-            AnyCondition: "<any>",
-            NotCondition: "<not>",
-        }.get(type(value))
-    if isinstance(value, dict):
-        for key, tag in _CONDITION_KEYS:
-            if key in value:
-                return tag
-    return None
-
-
-Condition = Annotated[
-    Annotated[AttributeCondition, Tag("<attribute>")]
-    | Annotated[EventCondition, Tag("<event>")]
-    | Annotated[StageCondition, Tag("<stage>")]
-    | Annotated[SubscribedCondition, Tag("<subscribed>")]
-    | Annotated[AllCondition, Tag("<all>")]
-    | Annotated[AnyCondition, Tag("<any>")]
-    | Annotated[NotCondition, Tag("<not>")],
-    Discriminator(
-        _condition_tag,
-        custom_error_type="condition",
-        custom_error_message="a condition needs one of: attribute, event, stage, subscribed, all, any, not",
-    ),
-]
-
-# ----------------------------------------------------------------------------------------- steps
-
-
-class SendStep(Strict):
-    send: str
-    channel: Literal["email", "webhook"] = "email"
-    #: webhook channel: where to POST (default: `webhook_url` in settings.yaml)
-    url: str | None = None
-
-
-class WaitStep(Strict):
-    wait: Duration
-
-    @field_validator("wait")
-    @classmethod
-    def _positive(cls, v: timedelta) -> timedelta:
-        if v.total_seconds() <= 0:
-            raise ValueError("a wait must be longer than zero")
-        return v
-
-
-class Branch(Strict):
-    if_: Condition = Field(alias="if")
-    then: list[Step] = Field(default_factory=list)
-    else_: list[Step] = Field(default_factory=list, alias="else")
-
-
-class BranchStep(Strict):
-    branch: Branch
-
-
-class SplitStep(Strict):
-    split: dict[str, int] = Field(min_length=1)
-    variants: dict[str, list[Step]] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _variants_match(self) -> SplitStep:
-        for name, weight in self.split.items():
-            if weight < 0:
-                raise ValueError(f"split weight of '{name}' is negative")
-        if sum(self.split.values()) <= 0:
-            raise ValueError("split weights add up to zero")
-        for name in self.variants:
-            if name not in self.split:
-                raise ValueError(f"variant '{name}' has no weight under split:")
-        for name in self.split:
-            if name != "holdout" and name not in self.variants:
-                raise ValueError(
-                    f"split entry '{name}' has no steps under variants: (only 'holdout' may have none)"
-                )
-        return self
-
-
-class UpdateStep(Strict):
-    update: dict[str, Scalar | list[Scalar] | dict[str, Any]] = Field(min_length=1)
-
-
-_STEP_KEYS = (
-    ("send", "<send>"),
-    ("wait", "<wait>"),
-    ("branch", "<branch>"),
-    ("split", "<split>"),
-    ("update", "<update>"),
+from engine.rules.triggers import (
+    Anniversary,
+    AnniversaryTrigger,
+    EventTrigger,
+    Inactivity,
+    InactivityTrigger,
+    ScheduleTrigger,
+    StageTrigger,
+    Trigger,
+    check_timezone,
 )
-
-
-def _step_tag(value: Any) -> str | None:
-    if isinstance(value, BaseModel):
-        return {
-            SendStep: "<send>",
-            WaitStep: "<wait>",
-            BranchStep: "<branch>",
-            SplitStep: "<split>",
-            UpdateStep: "<update>",
-        }.get(type(value))
-    if isinstance(value, dict):
-        for key, tag in _STEP_KEYS:
-            if key in value:
-                return tag
-    return None
-
-
-Step = Annotated[
-    Annotated[SendStep, Tag("<send>")]
-    | Annotated[WaitStep, Tag("<wait>")]
-    | Annotated[BranchStep, Tag("<branch>")]
-    | Annotated[SplitStep, Tag("<split>")]
-    | Annotated[UpdateStep, Tag("<update>")],
-    Discriminator(
-        _step_tag,
-        custom_error_type="step",
-        custom_error_message="a step needs one of: send, wait, branch, split, update",
-    ),
-]
-
-# -------------------------------------------------------------------------------------- triggers
-
-
-class Inactivity(Strict):
-    event: str
-    until: list[str] = Field(default_factory=list)
-    for_: Duration = Field(alias="for")
-
-    @field_validator("until", mode="before")
-    @classmethod
-    def _listify(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
-
-
-class Anniversary(Strict):
-    attribute: str
-
-
-class Trigger(Strict):
-    event: str | None = None
-    where: dict[str, CompareOrValue] | None = None
-    stage_entered: str | None = None
-    from_: str | None = Field(default=None, alias="from")
-    inactivity: Inactivity | None = None
-    schedule: str | None = None
-    audience: Condition | None = None
-    timezone: str | None = None
-    anniversary: Anniversary | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Trigger:
-        kinds = [
-            k for k in ("event", "stage_entered", "inactivity", "schedule", "anniversary") if getattr(self, k)
-        ]
-        if len(kinds) != 1:
-            raise ValueError(
-                "a trigger needs exactly one of: event, stage_entered, inactivity, schedule, anniversary"
-                + (f" (found {', '.join(kinds)})" if kinds else "")
-            )
-        if self.where is not None and self.event is None:
-            raise ValueError("where: filters an event trigger; use it with event:")
-        if self.from_ is not None and self.stage_entered is None:
-            raise ValueError("from: belongs to a stage_entered trigger")
-        if (self.audience is not None or self.timezone is not None) and self.schedule is None:
-            raise ValueError("audience: and timezone: belong to a schedule trigger")
-        if self.schedule is not None:
-            _check_cron(self.schedule)
-            if self.timezone not in (None, "customer", "UTC"):
-                _check_timezone(self.timezone)
-        return self
-
-    @property
-    def kind(self) -> str:
-        for k in ("event", "stage_entered", "inactivity", "schedule", "anniversary"):
-            if getattr(self, k):
-                return k
-        raise AssertionError("validated trigger has a kind")
-
-
-def _check_cron(expr: str) -> None:
-    from engine.cron import cron_trigger
-
-    if len(expr.split()) != 5:
-        raise ValueError(
-            f"schedule '{expr}' needs 5 cron fields: minute hour day month weekday, like '0 9 * * 1'"
-        )
-    try:
-        cron_trigger(expr)
-    except ValueError as exc:
-        raise ValueError(f"schedule '{expr}' is not a valid cron expression: {exc}") from None
-
-
-def _check_timezone(name: str) -> None:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown timezone '{name}': use 'customer', 'UTC' or a name like 'Europe/Berlin'"
-        ) from None
 
 
 class Goal(Strict):
     event: str
     within: Duration = Field(default_factory=lambda: timedelta(days=7))
-
-
-_QUIET = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
 
 class Rule(Strict):
@@ -370,23 +65,21 @@ class Rule(Strict):
     exit_on: list[str] = Field(default_factory=list)
     reentry: Duration | None = None
     goal: Goal | None = None
-    quiet_hours: str | None = None
+    quiet_hours: QuietWindow | None = None
     priority: int = 0
     transactional: bool = False
-    #: preference-centre topic a customer can opt out of (default: the rule id)
+    #: the preference-centre topic (one of settings.yaml `topics:`) a customer can opt out of
     topic: str | None = None
-
-    @field_validator("quiet_hours")
-    @classmethod
-    def _quiet(cls, v: str | None) -> str | None:
-        if v is not None and not _QUIET.match(v):
-            raise ValueError(f"quiet_hours '{v}' must look like \"21:00-08:00\" (24-hour HH:MM-HH:MM)")
-        return v
 
     @field_validator("exit_on", mode="before")
     @classmethod
     def _listify(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
+
+    def opt_out_topics(self) -> tuple[str, ...]:
+        """The topics whose opt-out stops this rule (besides '*', everything): its topic, and its
+        id, which was the topic of a rule that named none, so that such opt-outs keep holding."""
+        return tuple(dict.fromkeys(t for t in (self.topic, self.id) if t))
 
 
 class RuleList(Strict):
@@ -416,42 +109,66 @@ class StagesFile(Strict):
         return self
 
 
+TOPIC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
 class FrequencyCap(Strict):
     max: int = Field(ge=1)
     per: Duration
 
 
+class SoftBounce(Strict):
+    """Soft bounces suppress an address after `count` of them within `within` (CONTRACT 14)."""
+
+    count: int = Field(default=3, ge=1)
+    within: Duration = Field(default_factory=lambda: timedelta(days=7))
+
+
 class SettingsFile(Strict):
     frequency_cap: FrequencyCap | None = None
     #: default quiet hours for every rule that does not set its own
-    quiet_hours: str | None = None
+    quiet_hours: QuietWindow | None = None
     #: timezone for customers who have none
     default_timezone: str = "UTC"
     webhook_url: str | None = None
     #: where a referral link lands (the code is added as ?ref=CODE)
     referral_landing_url: str = "https://example.com/"
+    soft_bounce: SoftBounce = Field(default_factory=SoftBounce)
+    #: preference-centre topics: name -> what customers read ("News and offers"); rules name one
+    topics: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("quiet_hours")
+    @field_validator("topics")
     @classmethod
-    def _quiet(cls, v: str | None) -> str | None:
-        if v is not None and not _QUIET.match(v):
-            raise ValueError(f"quiet_hours '{v}' must look like \"21:00-08:00\" (24-hour HH:MM-HH:MM)")
+    def _topic_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, label in v.items():
+            if not TOPIC_NAME.match(name):
+                raise ValueError(
+                    f"topic '{name}' must be a short name in lower case, digits and _ (like news_and_offers)"
+                )
+            if not label.strip():
+                raise ValueError(f"topic '{name}' needs the name customers read, like \"News and offers\"")
         return v
+
+    #: ISO 4217 code of the shop's currency: prices in templates (`| money`) and report figures
+    currency: str | None = None
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        code = v.strip().upper()
+        if len(code) != 3 or not code.isascii() or not code.isalpha():
+            raise ValueError(f"currency must be a three-letter ISO 4217 code like EUR or USD, not {v!r}")
+        return code
 
     @field_validator("default_timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        _check_timezone(v)
+        check_timezone(v)
         return v
 
 
-AllCondition.model_rebuild()
-AnyCondition.model_rebuild()
-NotCondition.model_rebuild()
-Branch.model_rebuild()
-BranchStep.model_rebuild()
-SplitStep.model_rebuild()
-Trigger.model_rebuild()
 Rule.model_rebuild()
 RuleList.model_rebuild()
 Stage.model_rebuild()
@@ -472,6 +189,7 @@ KNOWN_KEYS = sorted(
             AnyCondition,
             NotCondition,
             SendStep,
+            SendSpec,
             WaitStep,
             Branch,
             BranchStep,
@@ -479,13 +197,18 @@ KNOWN_KEYS = sorted(
             UpdateStep,
             Inactivity,
             Anniversary,
-            Trigger,
+            EventTrigger,
+            StageTrigger,
+            InactivityTrigger,
+            ScheduleTrigger,
+            AnniversaryTrigger,
             Goal,
             Rule,
             RuleList,
             Stage,
             StagesFile,
             FrequencyCap,
+            SoftBounce,
             SettingsFile,
         )
         for name, field in model.model_fields.items()
@@ -494,15 +217,31 @@ KNOWN_KEYS = sorted(
 )
 
 
-def iter_sends(steps: list[Any]) -> list[SendStep]:
-    """Every send step of a step list, nested ones included."""
-    out: list[SendStep] = []
-    for step in steps:
-        if isinstance(step, SendStep):
-            out.append(step)
-        elif isinstance(step, BranchStep):
-            out += iter_sends(step.branch.then) + iter_sends(step.branch.else_)
-        elif isinstance(step, SplitStep):
-            for variant in step.variants.values():
-                out += iter_sends(variant)
-    return out
+__all__ = [
+    "KNOWN_KEYS",
+    "AllCondition",
+    "AnyCondition",
+    "AttributeCondition",
+    "BranchStep",
+    "Compare",
+    "Condition",
+    "EventCondition",
+    "FrequencyCap",
+    "Goal",
+    "NotCondition",
+    "Rule",
+    "RuleList",
+    "SendSpec",
+    "SendStep",
+    "SettingsFile",
+    "SoftBounce",
+    "SplitStep",
+    "Stage",
+    "StageCondition",
+    "StagesFile",
+    "Step",
+    "SubscribedCondition",
+    "Trigger",
+    "UpdateStep",
+    "WaitStep",
+]

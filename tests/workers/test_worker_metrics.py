@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 
-from engine.dispatch import celery_enqueuer, dispatch_due
+from engine.delivery.dispatch import dispatch_due
 from engine.settings import Settings
-from tests.engine.evalkit import H, Kit
-from tests.smtp import Recorder, free_port
-from tests.workers.conftest import T0, Start, carts, count, wait_for
+from tests.support.kit import H, Kit
+from tests.support.metrics import scrape_until
+from tests.support.services import free_port
+from tests.support.smtp import Recorder
+from tests.support.waiting import wait_for
+from tests.support.workers import T0, Start, carts, count
+from workers.enqueue import celery_enqueuer
+
+#: Celery worker subprocesses
+pytestmark = pytest.mark.slow
 
 
 def test_a_worker_serves_its_send_metrics(
@@ -30,15 +36,5 @@ def test_a_worker_serves_its_send_metrics(
     start_worker(settings)
     dispatch_due(kit.engine, settings, now=T0 + 2 * H, enqueue=celery_enqueuer(settings))
     wait_for(lambda: count(kit.engine, "sent") == 5)
-    body = ""
-
-    def scraped() -> bool:
-        nonlocal body
-        try:
-            body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-        except httpx.HTTPError:
-            return False
-        return 'status="sent"' in body
-
-    wait_for(scraped, timeout=30)
+    body = scrape_until(f"http://127.0.0.1:{port}/metrics", lambda page: 'status="sent"' in page)
     assert 'journey_sends_total{channel="email",rule="cart_abandonment",status="sent"} 5.0' in body

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import select
 
-from engine.dispatch import celery_enqueuer, dispatch_due
-from engine.http.optout import unsubscribe
-from engine.schema import customers, sends
+from engine.consent import unsubscribe
+from engine.db.schema import customers, sends
+from engine.delivery.dispatch import dispatch_due
 from engine.settings import Settings
-from tests.engine.evalkit import H, Kit
-from tests.smtp import Recorder
-from tests.workers.conftest import T0, Start, carts, count, wait_for
+from tests.support.kit import H, Kit
+from tests.support.smtp import Recorder
+from tests.support.waiting import wait_for
+from tests.support.workers import T0, Start, carts, count
+from workers.enqueue import celery_enqueuer
+
+#: Celery worker subprocesses
+pytestmark = pytest.mark.slow
 
 
 def rows(kit: Kit) -> dict[str, tuple[str, str | None]]:

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import signal
 
-from engine.dispatch import celery_enqueuer, dispatch_due
+import pytest
+
+from engine.delivery.dispatch import dispatch_due
 from engine.settings import Settings
-from tests.engine.evalkit import H, Kit
-from tests.smtp import Recorder
-from tests.workers.conftest import T0, Start, carts, count, wait_for
+from tests.support.kit import H, Kit
+from tests.support.smtp import Recorder
+from tests.support.waiting import wait_for
+from tests.support.workers import T0, Start, carts, count
+from workers.enqueue import celery_enqueuer
+
+#: Celery worker subprocesses
+pytestmark = pytest.mark.slow
 
 
 def test_sigterm_mid_batch_lets_the_batch_finish_and_exits_cleanly(

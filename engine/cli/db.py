@@ -1,0 +1,21 @@
+"""CLI commands: db upgrade."""
+
+from __future__ import annotations
+
+import click
+
+from engine.cli.base import App, pass_app
+from engine.db import current_revision, upgrade
+
+
+@click.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command("upgrade")
+@pass_app
+def db_upgrade(app: App) -> None:
+    """Create or migrate the schema (Alembic)."""
+    upgrade(app.engine)
+    click.echo(f"database at revision {current_revision(app.engine)}")

@@ -1,0 +1,255 @@
+"""Database access: engines, migrations, and the few statements whose fast form differs by dialect.
+
+Each dialect-specific form sits in one small function with the SQLite form beside it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Engine,
+    Float,
+    String,
+    Table,
+    cast,
+    create_engine,
+    event,
+    func,
+    literal,
+    select,
+    text,
+    type_coerce,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.elements import ColumnElement
+
+from engine.db.schema import customers, meta
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for a SQLAlchemy URL; SQLite gets WAL, a busy timeout and foreign keys."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    # INSERT … SELECT row counts are how the tick counts what it did
+    kwargs.setdefault("execution_options", {"preserve_rowcount": True})
+    if url.startswith("sqlite"):
+        kwargs.setdefault("connect_args", {"timeout": 30})
+        engine = create_engine(url, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy, not pysqlite, decide when transactions begin (so BEGIN IMMEDIATE works).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kwargs)
+
+
+def is_postgres(conn: Connection | Engine) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+@contextmanager
+def write_tx(engine: Engine) -> Iterator[Connection]:
+    """A transaction that will write: on SQLite it takes the write lock at BEGIN (no upgrade deadlock)."""
+    with engine.connect() as conn:
+        conn.info["write"] = True
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            conn.info.pop("write", None)
+
+
+def is_retryable(exc: DBAPIError) -> bool:
+    """A deadlock or serialization failure: the transaction was rolled back whole; try again."""
+    return getattr(exc.orig, "sqlstate", None) in ("40P01", "40001")
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate the schema to `revision` with Alembic (down as well as up)."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    current = current_revision(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        script = ScriptDirectory.from_config(cfg)
+        target = script.get_revision(revision) if revision not in ("head", "base") else None
+        going_down = (
+            current is not None
+            and target is not None
+            and target.revision != current
+            and any(r.revision == target.revision for r in script.iterate_revisions(current, "base"))
+        )
+        if going_down:
+            command.downgrade(cfg, revision)
+        else:
+            command.upgrade(cfg, revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def insert_ignore(conn: Connection, table: Table, conflict: Sequence[str]) -> Any:
+    """An INSERT that skips rows whose unique key `conflict` already exists (ON CONFLICT DO NOTHING)."""
+    if is_postgres(conn):
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(conflict))
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(conflict))
+
+
+def upsert(conn: Connection | Engine, table: Table) -> Any:
+    """The dialect's INSERT with `.on_conflict_do_update` (same API on both dialects)."""
+    if is_postgres(conn):
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def add_seconds(conn: Connection, column: ColumnElement[Any], seconds: float) -> ColumnElement[Any]:
+    """`column + seconds` as SQL, for a timestamp column."""
+    if is_postgres(conn):
+        return column + text(f"interval '{float(seconds)} seconds'")
+    # SQLite keeps 'YYYY-MM-DD HH:MM:SS.ffffff'; strftime gives milliseconds, so pad to six digits.
+    return func.strftime("%Y-%m-%d %H:%M:%f", column, f"{float(seconds):+f} seconds").concat("000")
+
+
+def greatest(conn: Connection, a: ColumnElement[Any], b: ColumnElement[Any]) -> ColumnElement[Any]:
+    return func.greatest(a, b) if is_postgres(conn) else func.max(a, b)
+
+
+def least(conn: Connection, a: ColumnElement[Any], b: ColumnElement[Any]) -> ColumnElement[Any]:
+    return func.least(a, b) if is_postgres(conn) else func.min(a, b)
+
+
+def json_merge(conn: Connection, base: ColumnElement[Any], patch: ColumnElement[Any]) -> ColumnElement[Any]:
+    """`base` with the keys of `patch` written over it (a shallow merge of two JSON objects)."""
+    if is_postgres(conn):
+        return base.op("||")(patch)
+    return func.json_patch(base, patch)
+
+
+def json_field(conn: Connection, column: ColumnElement[Any], key: str, kind: str) -> ColumnElement[Any]:
+    """One key of a JSON object column, as `kind` ('number', 'text', 'bool' or 'any').
+
+    A value of the wrong JSON type reads as NULL, so a comparison with it is simply false.
+    """
+    if is_postgres(conn):
+        elem = column.op("->")(literal(key, String))
+        as_text = column.op("->>")(literal(key, String))
+        if kind == "number":
+            return _pg_typed(elem, as_text, "number")
+        if kind == "bool":
+            return _pg_typed(elem, as_text, "boolean")
+        if kind == "text":
+            return _pg_typed(elem, as_text, "string")
+        return type_coerce(as_text, String)
+    path = "$." + _sqlite_path_key(key)
+    value = func.json_extract(column, path)
+    kind_sql = func.json_type(column, path)
+    from sqlalchemy import case
+
+    if kind == "number":
+        return type_coerce(case((kind_sql.in_(["integer", "real"]), cast(value, Float)), else_=None), Float)
+    if kind == "bool":
+        return type_coerce(case((kind_sql.in_(["true", "false"]), value), else_=None), Boolean)
+    if kind == "text":
+        return type_coerce(case((kind_sql == "text", value), else_=None), String)
+    return value
+
+
+def _pg_typed(elem: ColumnElement[Any], as_text: ColumnElement[Any], json_type: str) -> ColumnElement[Any]:
+    from sqlalchemy import Boolean, case
+
+    target: Any = {"number": Float, "boolean": Boolean, "string": String}[json_type]
+    value = type_coerce(as_text, String) if json_type == "string" else cast(as_text, target)
+    return type_coerce(case((func.jsonb_typeof(elem) == json_type, value), else_=None), target)
+
+
+def _sqlite_path_key(key: str) -> str:
+    return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@contextmanager
+def advisory_lock(engine: Engine, key: int) -> Iterator[None]:
+    """Hold a session-level lock, waiting for it, until the block ends (PostgreSQL: an advisory
+    lock on a connection of its own). SQLite: nothing; its write transactions exclude each other."""
+    with engine.connect() as conn:
+        pg = is_postgres(conn)
+        if pg:
+            conn.execute(select(func.pg_advisory_lock(key)))
+            conn.commit()
+        try:
+            yield
+        finally:
+            if pg:
+                conn.execute(select(func.pg_advisory_unlock(key)))
+                conn.commit()
+
+
+def try_advisory_lock(conn: Connection, key: int) -> bool:
+    """Take a session-level lock if it is free (PostgreSQL); SQLite always says yes."""
+    if is_postgres(conn):
+        return bool(conn.execute(select(func.pg_try_advisory_lock(key))).scalar())
+    return True
+
+
+def put_meta(conn: Connection, key: str, value: str, now: datetime) -> None:
+    """Write one `meta` row (scheduler heartbeats, demo marks), replacing its old value."""
+    stmt = upsert(conn, meta).values(key=key, value=value, updated_at=now)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value, "updated_at": now}))
+
+
+def get_or_create_secret(engine: Engine, name: str, *, nbytes: int = 32) -> str:
+    """A secret stored in the database on first use, so every process of a fleet shares it."""
+    with engine.begin() as conn:
+        row = conn.execute(select(meta.c.value).where(meta.c.key == name)).scalar()
+        if row is not None:
+            return str(row)
+        value = secrets.token_urlsafe(nbytes)
+        conn.execute(
+            insert_ignore(conn, meta, ["key"]).values(key=name, value=value, updated_at=datetime.now(UTC))
+        )
+        return str(conn.execute(select(meta.c.value).where(meta.c.key == name)).scalar_one())
+
+
+def customer_ids(conn: Connection, external_ids: Sequence[str]) -> dict[str, int]:
+    """External id -> internal id of the customers that exist, looked up a few thousand at a time."""
+    ids: dict[str, int] = {}
+    for i in range(0, len(external_ids), 5000):
+        chunk = external_ids[i : i + 5000]
+        for ext, cid in conn.execute(
+            select(customers.c.external_id, customers.c.id).where(customers.c.external_id.in_(chunk))
+        ):
+            ids[ext] = cid
+    return ids

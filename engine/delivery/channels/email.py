@@ -1,0 +1,168 @@
+"""The email channel: SMTP (one connection per batch) or `.eml` files in a directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import smtplib
+import ssl
+import tempfile
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from engine.delivery.mime import Email
+from engine.errors import ConfigError, DeliveryError
+
+
+class FileEmailChannel:
+    """One RFC 5322 `.eml` file per message, named by its Message-ID (a retry overwrites, never adds)."""
+
+    name = "email"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def close(self) -> None:
+        pass
+
+    def send(self, msg: Email) -> str:
+        self.open()
+        stem = re.sub(r"[^A-Za-z0-9@._-]", "", str(msg["Message-ID"])) or "message"
+        target = self.directory / f"{stem}.eml"
+        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(msg.raw)
+        os.replace(tmp, target)
+        return f"written {target.name}"
+
+
+class SmtpEmailChannel:
+    """SMTP with optional implicit TLS (smtps://), STARTTLS (?starttls=1) and AUTH; the connection
+    is opened on first use and reused for the whole batch."""
+
+    name = "email"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        user: str | None,
+        password: str | None,
+        tls: bool,
+        starttls: bool,
+        timeout: float = 30.0,
+    ) -> None:
+        self.host, self.port = host, port
+        self.user, self.password = user, password
+        self.tls, self.starttls = tls, starttls
+        self.timeout = timeout
+        self._smtp: smtplib.SMTP | None = None
+
+    def open(self) -> None:
+        if self._smtp is not None:
+            return
+        try:
+            if self.tls:
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                    self.host, self.port, timeout=self.timeout, context=ssl.create_default_context()
+                )
+            else:
+                smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+                if self.starttls:
+                    smtp.starttls(context=ssl.create_default_context())
+            if self.user:
+                smtp.login(self.user, self.password or "")
+        except smtplib.SMTPAuthenticationError as exc:
+            raise DeliveryError(
+                f"SMTP login refused: {exc.smtp_code} {_text(exc.smtp_error)}; "
+                "check the user and password in JOURNEY_EMAIL_URL (smtp://USER:PASS@HOST:PORT)"
+            ) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise DeliveryError(f"cannot reach SMTP server {self.host}:{self.port}: {exc}") from None
+        self._smtp = smtp
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            try:
+                self._smtp.quit()
+            except (OSError, smtplib.SMTPException):
+                pass
+            self._smtp = None
+
+    def _options(self, msg: Email) -> tuple[str, ...]:
+        """MAIL FROM options: SMTPUTF8 for an address that needs it, when the server offers it; a
+        server that does not cannot take that one message (DeliveryError, permanent)."""
+        if not msg.smtputf8:
+            return ()
+        assert self._smtp is not None
+        self._smtp.ehlo_or_helo_if_needed()
+        if not self._smtp.has_extn("smtputf8"):
+            raise DeliveryError(
+                f"{msg.recipient} has non-ASCII characters before the @, which need SMTPUTF8, and "
+                f"the SMTP server {self.host}:{self.port} does not offer it",
+                permanent=True,
+            )
+        return ("SMTPUTF8",)
+
+    def send(self, msg: Email) -> str:
+        for attempt in (1, 2):
+            self.open()
+            assert self._smtp is not None
+            try:
+                options = self._options(msg)
+                refused = self._smtp.sendmail(msg.sender, [msg.recipient], msg.raw, mail_options=options)
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, text = next(iter(exc.recipients.values()))
+                raise DeliveryError(
+                    f"{code} {_text(text)}", permanent=500 <= code < 600, smtp_code=code
+                ) from None
+            except smtplib.SMTPResponseException as exc:
+                if exc.smtp_code in (421,):
+                    self.close()
+                raise DeliveryError(
+                    f"{exc.smtp_code} {_text(exc.smtp_error)}",
+                    permanent=500 <= exc.smtp_code < 600,
+                    smtp_code=exc.smtp_code,
+                ) from None
+            except (smtplib.SMTPServerDisconnected, ConnectionError, OSError) as exc:
+                self.close()
+                if attempt == 1:
+                    continue  # the reused connection dropped: reconnect once
+                raise DeliveryError(f"SMTP connection lost: {exc}") from None
+            if refused:
+                code, text = next(iter(refused.values()))
+                raise DeliveryError(f"{code} {_text(text)}", permanent=500 <= code < 600, smtp_code=code)
+            return f"250 accepted by {self.host}"
+        raise DeliveryError("SMTP connection lost")  # pragma: no cover - the loop returns or raises
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def email_channel(url: str) -> FileEmailChannel | SmtpEmailChannel:
+    """The channel for JOURNEY_EMAIL_URL: `file://DIR`, `smtp://user:pass@host:port`, `smtps://…`."""
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        path = (
+            unquote(parts.netloc + parts.path)
+            if parts.netloc in (".", "..")
+            else unquote(parts.path or parts.netloc)
+        )
+        return FileEmailChannel(Path(path or "outbox"))
+    if parts.scheme in ("smtp", "smtps"):
+        query = parse_qs(parts.query)
+        starttls = query.get("starttls", ["0"])[0].lower() in ("1", "true", "yes")
+        return SmtpEmailChannel(
+            parts.hostname or "localhost",
+            parts.port or (465 if parts.scheme == "smtps" else 25),
+            user=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=parts.scheme == "smtps",
+            starttls=starttls,
+        )
+    raise ConfigError(f"JOURNEY_EMAIL_URL {url!r}: use smtp://host:port, smtps://…, or file://DIR")

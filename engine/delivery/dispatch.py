@@ -1,0 +1,166 @@
+"""Dispatch: claim due ledger rows, mark them queued, hand them to workers in batches.
+
+PostgreSQL claims with `FOR UPDATE SKIP LOCKED`, so several schedulers can dispatch at once without
+taking the same row; SQLite's write transaction is exclusive already. Tasks carry only send ids.
+Without a broker, the same batches are delivered here, in-process, before returning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from importlib.metadata import entry_points
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, or_, select
+
+from engine.db import is_postgres, write_tx
+from engine.db.schema import sends
+from engine.delivery.deliverer import Deliverer
+from engine.delivery.ledger import LEASE
+from engine.delivery.status import DeliveryStats, Reason, SendStatus
+from engine.errors import ConfigError
+from engine.pauses import paused_ids
+from engine.settings import Settings
+
+Enqueue = Callable[[str, list[int]], None]
+
+#: rows claimed per round of a dispatch
+CLAIM_CHUNK = 1000
+
+
+@dataclass
+class DispatchStats:
+    recovered: int = 0
+    queued: int = 0
+    batches: int = 0
+    delivered: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"recovered": self.recovered, "queued": self.queued, "batches": self.batches}
+        out.update(self.delivered)
+        return out
+
+
+def recover(engine: Engine, *, now: datetime, lease: timedelta = LEASE) -> int:
+    """Take back sends whose worker died (`sending` past its lease) or whose task was lost."""
+    with write_tx(engine) as conn:
+        n = conn.execute(
+            sends.update()
+            .where(
+                or_(
+                    and_(sends.c.status == SendStatus.SENDING, sends.c.lease_until < now),
+                    and_(sends.c.status == SendStatus.QUEUED, sends.c.queued_at < now - lease),
+                )
+            )
+            .values(status=SendStatus.DUE, lease_until=None, reason=Reason.RECOVERED)
+        ).rowcount
+    return int(n or 0)
+
+
+def claim(engine: Engine, *, now: datetime, limit: int) -> list[tuple[int, str]]:
+    """Due rows, marked queued in one short transaction: (id, channel), highest priority first."""
+    with write_tx(engine) as conn:
+        query = (
+            select(sends.c.id, sends.c.channel)
+            .where(
+                sends.c.status == SendStatus.DUE,
+                sends.c.due_at <= now,
+                sends.c.rule_id.not_in(paused_ids()),  # a paused rule's sends wait for its resume
+            )
+            .order_by(sends.c.priority.desc(), sends.c.due_at, sends.c.id)
+            .limit(limit)
+        )
+        if is_postgres(conn):
+            query = query.with_for_update(skip_locked=True)
+        rows = [(int(r.id), str(r.channel)) for r in conn.execute(query)]
+        for i in range(0, len(rows), 1000):
+            chunk = [r[0] for r in rows[i : i + 1000]]
+            conn.execute(
+                sends.update()
+                .where(sends.c.id.in_(chunk), sends.c.status == SendStatus.DUE)
+                .values(status=SendStatus.QUEUED, queued_at=now)
+            )
+    return rows
+
+
+def dispatch_due(
+    engine: Engine,
+    settings: Settings,
+    *,
+    now: datetime,
+    enqueue: Enqueue | None = None,
+    batch_size: int = 100,
+    limit: int = 10_000,
+    lease: timedelta = LEASE,
+    ruleset: Any = None,
+    deliverer: Deliverer | None = None,
+) -> DispatchStats:
+    stats = DispatchStats(recovered=recover(engine, now=now, lease=lease))
+    if enqueue is None and deliverer is None:
+        deliverer = Deliverer.create(engine, settings, ruleset)
+    remaining = limit  # with a broker: at most `limit` rows this call; in-process: until none is due
+    while remaining > 0:
+        # claimed a chunk at a time, so the first batches reach the workers while the rest waits
+        want = min(remaining, CLAIM_CHUNK)
+        rows = claim(engine, now=now, limit=want)
+        if not rows:
+            break
+        if enqueue is not None:
+            remaining -= len(rows)
+        stats.queued += len(rows)
+        by_channel: dict[str, list[int]] = {}
+        for send_id, channel in rows:
+            by_channel.setdefault(channel, []).append(send_id)
+        for channel, ids in by_channel.items():
+            for i in range(0, len(ids), batch_size):
+                batch = ids[i : i + batch_size]
+                stats.batches += 1
+                if enqueue is not None:
+                    enqueue(channel, batch)
+                else:
+                    assert deliverer is not None
+                    _add(stats, deliverer.deliver(batch, now=now))
+        if len(rows) < want:
+            break
+    return stats
+
+
+def _add(stats: DispatchStats, result: DeliveryStats) -> None:
+    for name, value in result.figures().items():
+        stats.delivered[name] = stats.delivered.get(name, 0) + value
+
+
+#: the entry point group where a broker's enqueuer is registered (pyproject: workers.enqueue)
+ENQUEUERS = "journey.enqueuers"
+
+
+def broker_enqueuer(settings: Settings) -> Enqueue | None:
+    """The enqueuer for the configured broker, or None without one (deliveries run in-process).
+
+    The Celery side lives in `workers/`, which the engine never imports: `workers` registers its
+    enqueuer under the `journey.enqueuers` entry point and it is looked up here by name."""
+    if not settings.broker_url:
+        return None
+    found = entry_points(group=ENQUEUERS, name="celery")
+    if not found:
+        raise ConfigError(
+            "JOURNEY_BROKER_URL is set but no Celery enqueuer is installed: install the project "
+            "(pip install .) so that its `workers` package registers one"
+        )
+    factory: Callable[[Settings], Enqueue] = next(iter(found)).load()
+    return factory(settings)
+
+
+def queue_lag(engine: Engine, now: datetime) -> float:
+    """Now minus the oldest send still waiting to go, in seconds (0 when none is late)."""
+    with engine.connect() as conn:
+        oldest = conn.execute(
+            select(func.min(sends.c.due_at)).where(
+                sends.c.status.in_([SendStatus.DUE, SendStatus.QUEUED]),
+                sends.c.due_at <= now,
+                sends.c.rule_id.not_in(paused_ids()),  # waiting on purpose, not late
+            )
+        ).scalar()
+    return 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())

@@ -1,0 +1,222 @@
+"""`journey explain`: why a customer is in a stage, and why each rule fires, waits or does not."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select
+
+from engine.db.schema import customers, enrollments, event_summary, sends
+from engine.errors import JourneyError
+from engine.evaluate.conditions import Ctx, compile_condition, describe
+from engine.pauses import paused
+from engine.rules.conditions import AllCondition, AnyCondition, NotCondition, children
+from engine.rules.durations import format_duration
+from engine.rules.loader import RuleSet
+from engine.rules.model import Rule, SendStep, WaitStep
+from engine.rules.triggers import EventTrigger, InactivityTrigger, ScheduleTrigger, StageTrigger
+from engine.rules.walk import step_at
+
+
+@dataclass
+class Line:
+    text: str
+    depth: int = 0
+
+
+@dataclass
+class Explanation:
+    customer: str
+    stage: str | None
+    lines: list[Line] = field(default_factory=list)
+    rules: dict[str, str] = field(default_factory=dict)  # rule id -> fired | waiting | not firing | ...
+
+    def render(self) -> str:
+        return "\n".join("  " * line.depth + line.text for line in self.lines)
+
+
+def holds(
+    conn: Connection, cond: Any, customer_id: int, now: datetime, topic: str | tuple[str, ...] | None = None
+) -> bool:
+    expr = compile_condition(cond, Ctx(conn=conn, now=now, topic=topic))
+    return bool(conn.execute(select(expr).where(customers.c.id == customer_id)).scalar())
+
+
+def condition_lines(
+    conn: Connection,
+    cond: Any,
+    customer_id: int,
+    now: datetime,
+    depth: int,
+    topic: str | tuple[str, ...] | None = None,
+) -> list[Line]:
+    """The condition tree with ✓/✗ on each part, as evaluated for this customer (in a rule: with
+    the rule's topic, so `subscribed:` also says whether the customer opted out of that rule)."""
+    ok = holds(conn, cond, customer_id, now, topic)
+    mark = "✓" if ok else "✗"
+    kids = children(cond)
+    if not kids:
+        return [Line(f"{mark} {describe(cond)}", depth)]
+    heads: dict[type, str] = {AllCondition: "all of:", AnyCondition: "any of:", NotCondition: "not:"}
+    head = heads[type(cond)]
+    out = [Line(f"{mark} {head}", depth)]
+    for kid in kids:
+        out += condition_lines(conn, kid, customer_id, now, depth + 1, topic)
+    return out
+
+
+def _ago(now: datetime, then: datetime) -> str:
+    delta = now - then
+    return f"{format_duration(delta)} ago" if delta.total_seconds() >= 0 else f"in {format_duration(-delta)}"
+
+
+def explain(engine: Engine, ruleset: RuleSet, external_id: str, *, now: datetime) -> Explanation:
+    with engine.connect() as conn:
+        c = conn.execute(select(customers).where(customers.c.external_id == external_id)).first()
+        if c is None:
+            raise JourneyError(f"no customer '{external_id}': check the id, or ingest an identify for it")
+        ex = Explanation(customer=external_id, stage=c.stage)
+        since = f" since {c.stage_entered_at.isoformat()}" if c.stage_entered_at else ""
+        ex.lines.append(
+            Line(f"customer {external_id}: stage {c.stage or '(not computed yet: run a tick)'}{since}")
+        )
+        _explain_stage(conn, ruleset, c.id, now, ex)
+        pauses = paused(conn)
+        for rule in ruleset.rules:
+            pause = pauses.get(rule.id)
+            note = None if pause is None else f"paused since {pause.paused_at.isoformat()}"
+            _explain_rule(conn, rule, c.id, now, ex, note)
+        return ex
+
+
+def _explain_stage(
+    conn: Connection, ruleset: RuleSet, customer_id: int, now: datetime, ex: Explanation
+) -> None:
+    for stage in ruleset.stages:
+        if stage.when is None:
+            ex.lines.append(Line(f"stage now: {stage.name} (the default: no earlier stage holds)", 1))
+            return
+        if holds(conn, stage.when, customer_id, now):
+            ex.lines.append(Line(f"stage now: {stage.name}, because:", 1))
+            ex.lines += condition_lines(conn, stage.when, customer_id, now, 2)
+            return
+        ex.lines.append(Line(f"not {stage.name}: {describe(stage.when)}", 1))
+
+
+def _explain_rule(
+    conn: Connection, rule: Rule, customer_id: int, now: datetime, ex: Explanation, note: str | None = None
+) -> None:
+    head = f"rule {rule.id}" + ("" if rule.enabled else " (disabled)")
+    if note is not None:  # paused: enters no one, and its customers and sends wait for the resume
+        head += f" ({note}: enters no one, its sends wait)"
+    rows = conn.execute(
+        select(enrollments)
+        .where(enrollments.c.rule_id == rule.id, enrollments.c.customer_id == customer_id)
+        .order_by(enrollments.c.entered_at.desc())
+        .limit(3)
+    ).all()
+    if rows:
+        latest = rows[0]
+        state = {
+            "active": "waiting",
+            "done": "fired",
+            "exited": "exited",
+            "holdout": "holdout",
+        }.get(latest.status, latest.status)
+        ex.rules[rule.id] = state
+        ex.lines.append(Line(f"{head}: {state}", 0))
+        for row in rows:
+            ex.lines.append(Line(f"entered {row.entered_at.isoformat()} ({_ago(now, row.entered_at)})", 1))
+            if row.status == "active" and row.position is not None:
+                step = step_at(rule, row.position)
+                what = _step_text(step)
+                when = (
+                    "due now"
+                    if row.due_at <= now
+                    else f"at {row.due_at.isoformat()} ({_ago(now, row.due_at)})"
+                )
+                ex.lines.append(Line(f"next step {row.position}: {what}, {when}", 2))
+            elif row.status == "exited":
+                ex.lines.append(
+                    Line(
+                        f"left the rule at {row.ended_at.isoformat()}: did one of {', '.join(rule.exit_on)}",
+                        2,
+                    )
+                )
+            elif row.status == "holdout":
+                ex.lines.append(Line("in the holdout group: gets nothing from this rule, to measure it", 2))
+            elif row.status == "done":
+                ex.lines.append(Line("all steps done", 2))
+            for s in conn.execute(
+                select(sends).where(sends.c.enrollment_id == row.id).order_by(sends.c.due_at)
+            ).all():
+                reason = f" ({s.reason})" if s.reason else ""
+                ex.lines.append(
+                    Line(f"send {s.template} [{s.step}]: {s.status}{reason}, due {s.due_at.isoformat()}", 2)
+                )
+        return
+    ex.rules[rule.id] = "not firing"
+    ex.lines.append(Line(f"{head}: not firing", 0))
+    ex.lines += _trigger_lines(conn, rule, customer_id, now)
+    for cond in rule.conditions:
+        ex.lines += condition_lines(conn, cond, customer_id, now, 1, rule.opt_out_topics())
+
+
+def _step_text(step: Any) -> str:
+    if isinstance(step, SendStep):
+        return f"send {step.template} by {step.channel}"
+    if isinstance(step, WaitStep):
+        return f"wait {format_duration(step.wait)}"
+    return type(step).__name__.replace("Step", "").lower()
+
+
+def _last(conn: Connection, customer_id: int, name: str) -> Any:
+    return conn.execute(
+        select(event_summary).where(event_summary.c.customer_id == customer_id, event_summary.c.name == name)
+    ).first()
+
+
+def _trigger_lines(conn: Connection, rule: Rule, customer_id: int, now: datetime) -> list[Line]:
+    t = rule.trigger
+    if isinstance(t, EventTrigger):
+        s = _last(conn, customer_id, t.event)
+        if s is None:
+            return [Line(f"✗ trigger: has never done {t.event}", 1)]
+        return [
+            Line(
+                f"trigger: did {t.event} last {_ago(now, s.last_at)}, before this rule saw it or filtered out",
+                1,
+            )
+        ]
+    if isinstance(t, InactivityTrigger):
+        ina = t.inactivity
+        s = _last(conn, customer_id, ina.event)
+        if s is None:
+            return [Line(f"✗ trigger: has never done {ina.event}", 1)]
+        for name in ina.until:
+            u = _last(conn, customer_id, name)
+            if u is not None and u.last_at >= s.last_at:
+                return [Line(f"✗ trigger: {name} ({_ago(now, u.last_at)}) followed the last {ina.event}", 1)]
+        due = s.last_at + ina.for_
+        if due > now:
+            return [
+                Line(
+                    f"… trigger: last {ina.event} {_ago(now, s.last_at)}; fires at {due.isoformat()} unless "
+                    f"{' or '.join(ina.until) or 'it happens again'}",
+                    1,
+                )
+            ]
+        return [
+            Line(
+                f"trigger: {ina.event} went quiet at {due.isoformat()}, but the rule did not see it cross "
+                "(it happened before the rule's first tick, or conditions failed)",
+                1,
+            )
+        ]
+    if isinstance(t, StageTrigger):
+        return [Line(f"trigger: has not entered stage {t.stage_entered} since the rule started", 1)]
+    if isinstance(t, ScheduleTrigger):
+        return [Line(f"trigger: on schedule '{t.schedule}'; not in the audience at a fire time yet", 1)]
+    return [Line(f"trigger: yearly on the date in attribute {t.anniversary.attribute}", 1)]

@@ -1,0 +1,294 @@
+"""Triggers as SQL: each produces the set of (customer, occurrence) that enter a rule in a tick.
+
+Every trigger is a SELECT of `customer_id, occurrence, trigger_event_id, entered_at`; `enroll`
+inserts them into `enrollments` with ON CONFLICT DO NOTHING on (rule, customer, occurrence), so
+running a tick again, or two at once, enrolls nobody twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfoNotFoundError
+
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Select,
+    and_,
+    cast,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+)
+
+from engine.db import add_seconds, insert_ignore, json_field
+from engine.db.schema import customers, enrollments, event_summary, events, stage_history
+from engine.evaluate.conditions import Ctx, compile_all, compile_condition, last_between, property_filter
+from engine.evaluate.window import Window, new_events
+from engine.rules.cron import cron_times
+from engine.rules.model import Rule
+from engine.rules.triggers import (
+    AnniversaryTrigger,
+    EventTrigger,
+    InactivityTrigger,
+    ScheduleTrigger,
+    StageTrigger,
+)
+from engine.rules.walk import first_of
+
+#: an event trigger fires for a late event at most this long after it happened
+LATE_LIMIT = timedelta(hours=24)
+
+
+def rule_hash(rule_id: str) -> int:
+    return int(hashlib.sha256(rule_id.encode()).hexdigest()[:8], 16) % 1_000_003
+
+
+def _ts(value: datetime) -> Any:
+    return literal(value, enrollments.c.entered_at.type)
+
+
+def trigger_select(conn: Connection, rule: Rule, w: Window, *, default_tz: str = "UTC") -> list[Select[Any]]:
+    """The trigger's SELECTs for this window (a schedule gives one per timezone and fire time)."""
+    t = rule.trigger
+    if isinstance(t, EventTrigger):
+        oldest = min(w.start, w.now - LATE_LIMIT)
+        filters = [
+            new_events.c.name == t.event,
+            new_events.c.ts > oldest,
+            customers.c.id == new_events.c.customer_id,
+        ]
+        if t.where:
+            ctx = Ctx(conn=conn, now=w.now)
+            props = select(events.c.properties).where(events.c.id == new_events.c.id).scalar_subquery()
+            filters += property_filter(t.where, ctx, props=props)
+        return [
+            select(
+                new_events.c.customer_id.label("customer_id"),
+                new_events.c.id.label("occurrence"),
+                new_events.c.id.label("trigger_event_id"),
+                new_events.c.ts.label("entered_at"),
+            ).where(*filters)
+        ]
+    if isinstance(t, StageTrigger):
+        filters = [
+            stage_history.c.tick_id == w.tick_id,
+            stage_history.c.to_stage == t.stage_entered,
+            stage_history.c.fires.is_(True),
+            customers.c.id == stage_history.c.customer_id,
+        ]
+        if t.from_ is not None:
+            filters.append(stage_history.c.from_stage == t.from_)
+        return [
+            select(
+                stage_history.c.customer_id.label("customer_id"),
+                stage_history.c.id.label("occurrence"),
+                literal(None, BigInteger).label("trigger_event_id"),
+                stage_history.c.at.label("entered_at"),
+            ).where(*filters)
+        ]
+    if isinstance(t, InactivityTrigger):
+        ina = t.inactivity
+        s = event_summary
+        later = event_summary.alias("later")
+        filters = [
+            *last_between(ina.event, w.start - ina.for_, w.now - ina.for_),
+            customers.c.id == s.c.customer_id,
+        ]
+        # the trigger event itself in `until` means "no later one": a later one already moves last_at
+        stoppers = [name for name in ina.until if name != ina.event]
+        if stoppers:
+            filters.append(
+                ~exists().where(
+                    later.c.customer_id == s.c.customer_id,
+                    later.c.name.in_(stoppers),
+                    later.c.last_at >= s.c.last_at,
+                    later.c.last_at <= w.now,
+                )
+            )
+        return [
+            select(
+                s.c.customer_id.label("customer_id"),
+                s.c.last_event_id.label("occurrence"),
+                s.c.last_event_id.label("trigger_event_id"),
+                add_seconds(conn, s.c.last_at, ina.for_.total_seconds()).label("entered_at"),
+            ).where(*filters)
+        ]
+    if isinstance(t, ScheduleTrigger):
+        return _schedule(conn, t, w, default_tz)
+    return _anniversary(conn, t, w)
+
+
+def _schedule(conn: Connection, t: ScheduleTrigger, w: Window, default_tz: str) -> list[Select[Any]]:
+    ctx = Ctx(conn=conn, now=w.now)
+    audience = compile_condition(t.audience, ctx) if t.audience is not None else None
+    out: list[Select[Any]] = []
+    if t.timezone == "customer":
+        zones = [row[0] for row in conn.execute(select(customers.c.timezone).distinct())]
+    else:
+        zones = [t.timezone or "UTC"]
+    for zone in zones:
+        name = zone or default_tz
+        try:
+            fires = cron_times(t.schedule, name, w.start, w.now)
+        except (ZoneInfoNotFoundError, ValueError):
+            fires = cron_times(t.schedule, default_tz, w.start, w.now)
+        for fire in fires:
+            filters: list[Any] = []
+            if t.timezone == "customer":
+                filters.append(
+                    customers.c.timezone.is_(None) if zone is None else customers.c.timezone == zone
+                )
+            if audience is not None:
+                filters.append(audience)
+            out.append(
+                select(
+                    customers.c.id.label("customer_id"),
+                    literal(int(fire.timestamp()), BigInteger).label("occurrence"),
+                    literal(None, BigInteger).label("trigger_event_id"),
+                    _ts(fire).label("entered_at"),
+                ).where(and_(*filters) if filters else literal(True))
+            )
+    return out
+
+
+def _anniversary(conn: Connection, t: AnniversaryTrigger, w: Window) -> list[Select[Any]]:
+    """Yearly at 00:00 UTC on the month and day of a date attribute (`YYYY-MM-DD…`); 29 February
+    is celebrated on 28 February in other years."""
+    attr = t.anniversary.attribute
+    from engine.evaluate.conditions import COLUMNS
+
+    value: Any = COLUMNS.get(attr)
+    if value is None:
+        value = json_field(conn, customers.c.attributes, attr, "text")
+    month_day = func.substr(value, 6, 5)
+    year = func.substr(value, 1, 4)
+    out: list[Select[Any]] = []
+    day = w.start.date() + timedelta(days=1)
+    while datetime(day.year, day.month, day.day, tzinfo=UTC) <= w.now:
+        midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        days = [f"{day.month:02d}-{day.day:02d}"]
+        if day.month == 2 and day.day == 28 and not _leap(day.year):
+            days.append("02-29")
+        out.append(
+            select(
+                customers.c.id.label("customer_id"),
+                literal(day.year, BigInteger).label("occurrence"),
+                literal(None, BigInteger).label("trigger_event_id"),
+                _ts(midnight).label("entered_at"),
+            ).where(value.is_not(None), month_day.in_(days), year < str(day.year))
+        )
+        day += timedelta(days=1)
+    return out
+
+
+def _leap(year: int) -> bool:
+    return date(year, 3, 1).toordinal() - date(year, 2, 1).toordinal() == 29
+
+
+def enroll(conn: Connection, rule: Rule, w: Window, *, default_tz: str = "UTC") -> int:
+    """Insert this window's trigger occurrences that pass the rule's conditions and reentry."""
+    ctx = Ctx(conn=conn, now=w.now, topic=rule.opt_out_topics())
+    conditions = compile_all(list(rule.conditions), ctx)
+    first = first_of(rule, None, None)
+    bucket = (cast(customers.c.salt, BigInteger) + rule_hash(rule.id)) % 10000
+    total = 0
+    for trig in trigger_select(conn, rule, w, default_tz=default_tz):
+        base = trig.where(conditions).subquery("occ")
+        query: Select[Any] = select(base)
+        if rule.reentry is not None:
+            earlier = enrollments.alias("earlier")
+            # the earliest occurrence per customer in this window, and only if the customer did
+            # not enter the rule within `reentry` before it
+            if isinstance(rule.trigger, EventTrigger):
+                # Only an event trigger can give a customer several occurrences in one SELECT
+                # (the others read one summary row, one stage change, one fire time per
+                # customer). The correlated min() re-runs the trigger query per row: over the
+                # few new events that is cheap, over an inactivity window it was quadratic.
+                base2 = base.alias("occ2")
+                first_occ = select(func.min(base2.c.occurrence)).where(
+                    base2.c.customer_id == base.c.customer_id
+                )
+                query = query.where(base.c.occurrence == first_occ.scalar_subquery())
+            query = query.where(
+                ~exists().where(
+                    earlier.c.rule_id == rule.id,
+                    earlier.c.customer_id == base.c.customer_id,
+                    earlier.c.entered_at
+                    > add_seconds(conn, base.c.entered_at, -rule.reentry.total_seconds()),
+                ),
+            )
+        sub = query.subquery("entering")
+        ins = insert_ignore(conn, enrollments, ["rule_id", "customer_id", "occurrence"]).from_select(
+            [
+                "rule_id",
+                "customer_id",
+                "occurrence",
+                "trigger_event_id",
+                "entered_at",
+                "tick_at",
+                "position",
+                "due_at",
+                "status",
+                "bucket",
+            ],
+            select(
+                literal(rule.id),
+                sub.c.customer_id,
+                sub.c.occurrence,
+                sub.c.trigger_event_id,
+                sub.c.entered_at,
+                _ts(w.now),
+                literal(first),
+                sub.c.entered_at,
+                literal("active" if first is not None else "done"),
+                select(bucket).where(customers.c.id == sub.c.customer_id).scalar_subquery(),
+            ).where(true()),  # SQLite needs a WHERE before ON CONFLICT in INSERT … SELECT
+        )
+        total += conn.execute(ins).rowcount or 0
+    return total
+
+
+def exits(conn: Connection, rule: Rule, w: Window) -> int:
+    """Customers who did an `exit_on` event since they entered leave the rule (pending sends too)."""
+    if not rule.exit_on:
+        return 0
+    e = enrollments
+    did_exit = exists().where(
+        event_summary.c.customer_id == e.c.customer_id,
+        event_summary.c.name.in_(rule.exit_on),
+        event_summary.c.last_at > e.c.entered_at,
+        event_summary.c.last_at <= w.now,
+    )
+    which = [e.c.rule_id == rule.id, e.c.status == "active", did_exit]
+    if not w.full:
+        # only customers with a new exit event can have left since the previous tick
+        which.append(
+            e.c.customer_id.in_(select(new_events.c.customer_id).where(new_events.c.name.in_(rule.exit_on)))
+        )
+    n = conn.execute(e.update().where(*which).values(status="exited", ended_at=w.now, position=None)).rowcount
+    if n:
+        from engine.db.schema import sends
+
+        conn.execute(
+            sends.update()
+            .where(
+                sends.c.rule_id == rule.id,
+                sends.c.status == "due",
+                sends.c.enrollment_id.in_(
+                    select(e.c.id).where(
+                        e.c.rule_id == rule.id, e.c.status == "exited", e.c.ended_at == w.now
+                    )
+                ),
+            )
+            .values(status="cancelled", reason="exit_on")
+        )
+    return int(n or 0)
+
+
+__all__ = ["cron_times", "enroll", "exits", "or_", "rule_hash", "trigger_select"]
