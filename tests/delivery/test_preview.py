@@ -61,7 +61,7 @@ def test_preview_uses_the_event_the_templates_rule_is_triggered_by_and_says_whic
         "the event that triggers rule cart_abandonment"
     )
     assert "Subject: Bo, you left something in your cart" in out
-    assert "- Day pack (2 × 79.00)" in out  # not the product view that came after
+    assert "- Day pack (2 × €79.00)" in out  # not the product view that came after
 
 
 def test_preview_takes_a_chosen_event_and_refuses_one_the_customer_does_not_have(
@@ -70,7 +70,7 @@ def test_preview_takes_a_chosen_event_and_refuses_one_the_customer_does_not_have
     code, out, _ = run(capsys, "preview", "cart_reminder", "--customer", "bo", "--event", "cart-1")
     assert code == 0
     assert f"Event: cart_updated at {iso(T0 + H)}, message_id cart-1 of bo, as asked (--event)" in out
-    assert "- Day pack (1 × 79.00)" in out
+    assert "- Day pack (1 × €79.00)" in out
     code, _, err = run(capsys, "preview", "cart_reminder", "--customer", "bo", "--event", "nps-2")
     assert code == 1 and "customer 'bo' has no event with message_id 'nps-2'" in err  # zoe's, not bo's
     code, _, err = run(capsys, "preview", "cart_reminder", "--customer", "bo", "--event", "x", "--sample")
@@ -147,7 +147,7 @@ def test_send_test_reaches_the_smtp_server_marked_as_a_test_and_leaves_the_ledge
     assert msg["To"] == "marketer@example.com" and msg["X-Journey-Test"] == "yes"
     assert str(msg["X-Journey-Send-Key"]).startswith("test:cart_reminder:")
     text = next(p for p in msg.walk() if p.get_content_type() == "text/plain")
-    assert "- Day pack (2 × 79.00)" in text.get_payload(decode=True).decode()  # type: ignore[union-attr]
+    assert "- Day pack (2 × €79.00)" in text.get_payload(decode=True).decode()  # type: ignore[union-attr]
     assert "sent '[test] Bo, you left something in your cart' to marketer@example.com" in out
     assert counts(db) == (0, 0)  # no ledger row, no email_sent: no cap, no report counts it
 

@@ -177,9 +177,10 @@ def test_simulate_limits_to_rules_and_totals_them_per_step_and_variant(
     cart_sent = int(rules["cart_abandonment"][1])
     assert cart_sent == sum(int(s[2]) for s in steps if s[1].startswith("cart")) > 0
     variants = {line.split()[1]: [int(x) for x in line.split()[3:]] for line in block if "variant" in line}
-    assert set(variants) == {"winback", "holdout"}
+    assert set(variants) == {"miss_you", "free_repairs", "holdout"}
     assert variants["holdout"][1] == 0  # the holdout is sent nothing
-    assert variants["winback"][0] + variants["holdout"][0] == int(rules["winback"][0]) > 0
+    entered = variants["miss_you"][0] + variants["free_repairs"][0] + variants["holdout"][0]
+    assert entered == int(rules["winback"][0]) > 0
     assert main([*args, "--rule", "winbak"]) == 1
     assert "no rule 'winbak' (did you mean 'winback'?)" in capsys.readouterr().err
 
