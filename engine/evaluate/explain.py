@@ -8,7 +8,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
-from engine.db.schema import customers, enrollments, event_summary, sends
+from engine.addresses import hash_of
+from engine.db.schema import customers, enrollments, event_summary, sends, suppressions
 from engine.errors import JourneyError
 from engine.evaluate.conditions import Ctx, compile_condition, describe
 from engine.pauses import paused
@@ -18,6 +19,7 @@ from engine.rules.loader import RuleSet
 from engine.rules.model import Rule, SendStep, WaitStep
 from engine.rules.triggers import EventTrigger, InactivityTrigger, ScheduleTrigger, StageTrigger
 from engine.rules.walk import step_at
+from engine.suppressions import blocks
 
 
 @dataclass
@@ -83,12 +85,36 @@ def explain(engine: Engine, ruleset: RuleSet, external_id: str, *, now: datetime
             Line(f"customer {external_id}: stage {c.stage or '(not computed yet: run a tick)'}{since}")
         )
         _explain_stage(conn, ruleset, c.id, now, ex)
+        ex.lines += _suppression_lines(conn, c.email)
         pauses = paused(conn)
         for rule in ruleset.rules:
             pause = pauses.get(rule.id)
             note = None if pause is None else f"paused since {pause.paused_at.isoformat()}"
             _explain_rule(conn, rule, c.id, now, ex, note)
         return ex
+
+
+def _suppression_lines(conn: Connection, email: str | None) -> list[Line]:
+    """Whether the customer's address is on the suppression list, and what that stops."""
+    h = hash_of(email)
+    if h is None:
+        return []
+    row = conn.execute(select(suppressions).where(suppressions.c.address_hash == h)).first()
+    if row is None:
+        return []
+    stops = (
+        "every email"
+        if blocks(row.reason, transactional=True)
+        else "marketing email (transactional still goes)"
+    )
+    detail = f": {row.detail}" if row.detail else ""
+    return [
+        Line(
+            f"address suppressed ({row.reason}, from {row.source}{detail}) since {row.created_at.isoformat()}",
+            1,
+        ),
+        Line(f"this stops {stops}; `journey suppressions remove` lifts it", 2),
+    ]
 
 
 def _explain_stage(

@@ -70,3 +70,17 @@ def test_preview_prints_subject_headers_and_both_bodies(
     assert "- Day pack (2 × 79.00)" in out and "----- html -----" in out
     assert main(["preview", "no_such_template", "--customer", "bo"]) == 1
     assert "no template 'no_such_template'" in capsys.readouterr().err
+
+
+def test_explain_says_when_the_address_is_suppressed_and_what_that_stops(
+    kit: Kit, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kit.identify("bo", T0 - H, first_name="Bo")
+    assert main(["explain", "bo", "--now", "2026-11-01T10:30:00Z"]) == 0
+    assert "suppressed" not in capsys.readouterr().out
+    assert main(["suppressions", "add", "BO@Example.com", "--reason", "complaint"]) == 0
+    capsys.readouterr()
+    assert main(["explain", "bo", "--now", "2026-11-01T10:30:00Z"]) == 0
+    out = capsys.readouterr().out
+    assert "address suppressed (complaint, from cli)" in out
+    assert "this stops marketing email (transactional still goes)" in out
