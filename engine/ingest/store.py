@@ -23,6 +23,7 @@ from engine.db.schema import customers
 from engine.events import fold_summary, insert_events, record_events
 from engine.ingest import _postgres
 from engine.ingest.batch import merged_identifies, new_customers
+from engine.ingest.identity import apply_merges, resolve
 from engine.ingest.parse import KNOWN_TRAITS, ParsedEvent
 from engine.ingest.referrals import apply_referral_codes, credit_referrals
 
@@ -36,12 +37,15 @@ class IngestResult:
     stored: int = 0
     duplicates: int = 0
     identified: int = 0
+    #: profiles merged into another (CONTRACT 9)
+    merged: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
 
     def add(self, other: IngestResult) -> None:
         self.stored += other.stored
         self.duplicates += other.duplicates
         self.identified += other.identified
+        self.merged += other.merged
         self.rejected += other.rejected
 
 
@@ -116,7 +120,7 @@ def store_batch(
     fresh codes), or a concurrent batch of the same customers deadlocked with this one."""
     for attempt in range(1, RETRIES + 1):
         try:
-            return _store_batch_once(engine, batch, received_at, durable=durable, payload=payload)
+            return _store_batch_once(engine, batch, received_at, durable=durable, payload=payload, skip=skip)
         except IntegrityError as exc:
             if "referral_code" not in str(exc) or attempt == RETRIES:
                 raise
@@ -134,21 +138,25 @@ def _store_batch_once(
     *,
     durable: bool = True,
     payload: Any = None,
+    skip: frozenset[int] = frozenset(),
 ) -> IngestResult:
     """Store one batch in one transaction. `durable=False` (PostgreSQL) lets the commit return
     before its WAL is on disk: the caller commits a durable batch last, whose flush covers it."""
     result = IngestResult()
-    identifies = [ev for ev in batch if ev.type == "identify"]
-    tracks = [ev for ev in batch if ev.type == "track"]
     pg_info: dict[Any, Any] | None = None
     try:
         with write_tx(engine) as conn:
+            resolved, merges = resolve(conn, batch)
+            if resolved is not batch:
+                batch, payload = resolved, None
+            identifies = [ev for ev in batch if ev.type == "identify"]
+            tracks = [ev for ev in batch if ev.type == "track"]
             if is_postgres(conn):
                 pg_info = conn.connection.info
                 if not durable:
                     conn.execute(text("SET LOCAL synchronous_commit = off"))
                 if payload is None:
-                    payload = _postgres.payload(engine, batch)
+                    payload = _postgres.payload(engine, batch, skip)
                 n_stored, new_opt_outs = _postgres.store_batch(
                     conn, payload, received_at=received_at, opt_out=OPT_OUT
                 )
@@ -170,6 +178,7 @@ def _store_batch_once(
                 n_stored = len(stored := insert_events(conn, rows))
                 fold_summary(conn, stored)
                 new_opt_outs = {r["message_id"] for r in stored if r["name"] == OPT_OUT and r["message_id"]}
+            result.merged = apply_merges(conn, merges, received_at)
             record_events(conn, credit_referrals(conn, batch))
             # only an opt-out stored now: the same event sent again (a retry, a re-import) after the
             # customer re-subscribed must not unsubscribe them again

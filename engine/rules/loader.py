@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import Problem, RuleError
+from engine.rules.catalogue import EVENTS_FILE
 from engine.rules.checks import check_stages, check_templates_exist, check_topic, check_unique_id
 from engine.rules.model import KNOWN_KEYS, Rule, SettingsFile, Stage, StagesFile
 from engine.rules.yaml import RuleFile, display, suggest
@@ -45,7 +46,9 @@ class RuleSet:
 
 def rule_files(rules_dir: Path) -> list[Path]:
     files = sorted(p for p in rules_dir.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
-    return [p for p in files if p.name not in (STAGES_FILE, SETTINGS_FILE) or p.parent != rules_dir]
+    return [
+        p for p in files if p.name not in (STAGES_FILE, SETTINGS_FILE, EVENTS_FILE) or p.parent != rules_dir
+    ]
 
 
 def load_stages(path: Path, problems: list[Problem]) -> tuple[list[Stage], str | None]:
