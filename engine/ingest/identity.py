@@ -106,16 +106,25 @@ def apply_merges(conn: Connection, merges: Sequence[Merge], received_at: datetim
         new = ids.get(m.new)
         if new is None:  # pragma: no cover - the batch names the survivor, so it exists
             continue
-        conn.execute(
+        added = conn.execute(
             insert_ignore(conn, customer_aliases, ["alias"]).values(
                 alias=m.old, customer_id=new, merged_at=m.at, recorded_at=received_at
             )
-        )
+        ).rowcount
         old = ids.get(m.old)
-        if old is None or old == new:
-            continue
-        _move(conn, old, new, m)
-        merged += 1
+        if old is not None and old != new:
+            _move(conn, old, new, m)
+        if added:
+            # whether the old id's events came in this batch or before: the same history either way
+            record_events(
+                conn,
+                [
+                    InternalEvent(
+                        new, MERGED, m.at, {"previous_id": m.old}, message_id=f"journey:merge:{m.old}"
+                    )
+                ],
+            )
+            merged += 1
     return merged
 
 
@@ -155,10 +164,6 @@ def _move(conn: Connection, old: int, new: int, m: Merge) -> None:
         update(customer_aliases).where(customer_aliases.c.customer_id == old).values(customer_id=new)
     )
     conn.execute(delete(customers).where(customers.c.id == old))
-    record_events(
-        conn,
-        [InternalEvent(new, MERGED, m.at, {"previous_id": m.old}, message_id=f"journey:merge:{m.old}")],
-    )
 
 
 def _fold_customer(conn: Connection, old: int, new: int) -> None:
