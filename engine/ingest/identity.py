@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, select, update
+from sqlalchemy import Connection, and_, delete, exists, func, select, update
 
 from engine.db import customer_ids, insert_ignore
 from engine.db.schema import (
@@ -73,12 +73,17 @@ def resolve(conn: Connection, batch: list[ParsedEvent]) -> tuple[list[ParsedEven
         return cid
 
     merges: list[Merge] = []
+    batch_merged: set[str] = set()
     # earliest first: the first call that names an id decides where it goes, as in the sorted replay
     for ev in sorted(pairs, key=lambda e: (e.timestamp, e.customer_id, e.anonymous_id or "")):
         old = ev.anonymous_id
         assert old is not None
-        if old in parent:  # merged already (earlier in the batch, or before): the first merge holds
+        if old in parent:  # merged already (earlier in the batch, or before): the first merge holds,
+            if old not in batch_merged:  # but the earliest call names its time, in any order
+                merges.append(Merge(old, parent[old], ev.timestamp))
+                batch_merged.add(old)
             continue
+        batch_merged.add(old)
         target = find(ev.customer_id)
         if target == old:
             continue
@@ -111,6 +116,9 @@ def apply_merges(conn: Connection, merges: Sequence[Merge], received_at: datetim
                 alias=m.old, customer_id=new, merged_at=m.at, recorded_at=received_at
             )
         ).rowcount
+        if not added:
+            _earlier(conn, m)
+            continue
         old = ids.get(m.old)
         if old is not None and old != new:
             _move(conn, old, new, m)
@@ -126,6 +134,40 @@ def apply_merges(conn: Connection, merges: Sequence[Merge], received_at: datetim
             )
             merged += 1
     return merged
+
+
+def _earlier(conn: Connection, m: Merge) -> None:
+    """A merge recorded already, named again by a call: the earliest call's time is the merge's,
+    whatever order the calls came in (its `profile_merged` event and summary row follow)."""
+    row = conn.execute(
+        select(customer_aliases.c.customer_id, customer_aliases.c.merged_at).where(
+            customer_aliases.c.alias == m.old
+        )
+    ).one()
+    if row.merged_at <= m.at:
+        return
+    conn.execute(update(customer_aliases).where(customer_aliases.c.alias == m.old).values(merged_at=m.at))
+    mid = f"journey:merge:{m.old}"
+    conn.execute(update(events).where(events.c.message_id == mid).values(ts=m.at))
+    who = row.customer_id
+    first, last, n = conn.execute(
+        select(func.min(events.c.ts), func.max(events.c.ts), func.count()).where(
+            events.c.customer_id == who, events.c.name == MERGED
+        )
+    ).one()
+    latest = conn.execute(
+        select(events.c.id, events.c.properties)
+        .where(events.c.customer_id == who, events.c.name == MERGED)
+        .order_by(events.c.ts.desc(), events.c.id.desc())
+        .limit(1)
+    ).one()
+    conn.execute(
+        update(event_summary)
+        .where(event_summary.c.customer_id == who, event_summary.c.name == MERGED)
+        .values(
+            first_at=first, last_at=last, count=n, last_event_id=latest.id, last_properties=latest.properties
+        )
+    )
 
 
 def _move(conn: Connection, old: int, new: int, m: Merge) -> None:
