@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import Problem
-from engine.rules.yaml import RuleFile
+from engine.rules.yaml import RuleFile, suggest
 
 EVENTS_FILE = "events.yaml"
 
@@ -50,7 +50,12 @@ def load_catalogue(rules_dir: Path, problems: list[Problem] | None = None) -> Ca
             continue
         for key in options:
             if key not in ("aliases", "description"):
-                f.add(("events", name, key), f"unknown key '{key}'", "aliases", key=True)
+                f.add(
+                    ("events", name, key),
+                    f"unknown key '{key}'",
+                    suggest(str(key), ["aliases", "description"]),
+                    key=True,
+                )
         given = options.get("aliases", [])
         if not isinstance(given, list) or not all(isinstance(a, str) and a for a in given):
             f.add(("events", name, "aliases"), "aliases are a list of names")
@@ -65,3 +70,51 @@ def load_catalogue(rules_dir: Path, problems: list[Problem] | None = None) -> Ca
     if problems is not None:
         problems += f.problems
     return Catalogue(frozenset(names), aliases, f.name, positions)
+
+
+#: keys whose value names events: one name, or a list of them
+_EVENT_KEYS = ("event",)
+_EVENT_LIST_KEYS = ("until", "exit_on")
+
+
+def check_event_names(f: RuleFile, loc: tuple[Any, ...], data: Any, catalogue: Catalogue) -> None:
+    """Each event name in a rule or stage (a trigger, a condition, `until`, `exit_on`, `goal`,
+    at any depth) that is neither catalogued nor reserved is a problem at its position, with the
+    nearest known name."""
+    from engine.events import RESERVED_EVENTS
+
+    known = sorted(catalogue.names | set(RESERVED_EVENTS))
+
+    def check(name: Any, at: tuple[Any, ...]) -> None:
+        if not isinstance(name, str) or name in catalogue.names or name in RESERVED_EVENTS:
+            return
+        if name in catalogue.aliases:
+            real = catalogue.aliases[name]
+            f.add(
+                at,
+                f"event '{name}' is stored as '{real}' (an alias in {catalogue.file}): use that name",
+                real,
+            )
+            return
+        f.add(
+            at,
+            f"unknown event '{name}': add it to {catalogue.file}, or use a catalogued one",
+            suggest(name, known),
+        )
+
+    def walk(node: Any, at: tuple[Any, ...]) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                here = (*at, key)
+                if key in _EVENT_KEYS and isinstance(value, str):
+                    check(value, here)
+                elif key in _EVENT_LIST_KEYS and isinstance(value, str | list):
+                    for i, name in enumerate(value if isinstance(value, list) else [value]):
+                        check(name, (*here, i) if isinstance(value, list) else here)
+                elif key != "where":  # property filters name properties, not events
+                    walk(value, here)
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, (*at, i))
+
+    walk(data, loc)
