@@ -188,6 +188,13 @@ def test_a_body_key_or_a_bearer_token_is_accepted_and_a_replayed_batch_stores_no
     )
     assert single.json() == {"success": True}
     assert names(eng, "cy") == ["cart_updated", "checkout_started"]
+    # a bad item (no event; over 32 KB) is skipped and counted, never failing its batch
+    huge = {"type": "track", "userId": "cy", "event": "product_viewed", "properties": {"pad": "x" * 40_000}}
+    assert httpx.post(f"{base}/v1/batch", json={"batch": [huge]}, auth=(WRITE_KEY, "")).json() == {
+        "success": True
+    }
+    assert names(eng, "cy") == ["cart_updated", "checkout_started"]
+    assert "journey_events_rejected_total 3.0" in httpx.get(f"{base}/metrics").text
 
 
 def test_a_wrong_key_is_401_and_a_bad_body_is_400_with_code_and_message_and_nothing_is_stored(

@@ -251,3 +251,14 @@ def test_any_interleaving_of_calls_and_merges_gives_the_sorted_replays_result(
     size = max(1, len(shuffled) // cuts)
     batches = [shuffled[i : i + size] for i in range(0, len(shuffled), size)]
     assert replay(sqlite_template, tmp_path, batches) == sorted_state
+
+
+def test_simulate_replays_segment_lines_with_the_merge_as_ingest_would(cli: Env) -> None:
+    path = cli[2] / "export.jsonl"
+    path.write_text("".join(json.dumps(i) + "\n" for i in (SIGNUP[1], VIEW, SIGNUP[0], CART)))
+    status, out, err = run(
+        cli, "simulate", str(path), "--from", iso(T0), "--to", iso(T0 + timedelta(days=2)), "--step", "1h"
+    )
+    assert status == 0, err
+    sent = {line.split()[1]: int(line.split()[2]) for line in out.splitlines() if line[:4] == "2026"}
+    assert sent.get("welcome_series") == 1 and sent.get("cart_abandonment") == 1
