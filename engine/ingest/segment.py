@@ -137,12 +137,16 @@ def to_internal(
         if group is None:
             raise IngestError("a group call needs 'groupId'")
         out.update(type="identify", traits={"group_id": group, "group": _object(obj, "traits")})
-    elif kind == "track":
+    else:
+        fields = _context_fields(context)
+        if fields:  # the device's zone and language: they fill the customer's, never replace them
+            out["context_traits"] = fields
+    if kind == "track":
         name = obj.get("event")
         if isinstance(name, str) and aliases:
             name = aliases.get(name, name)
         out.update(type="track", event=name, properties=_object(obj, "properties"))
-    else:  # page, screen
+    elif kind in ("page", "screen"):
         props: dict[str, Any] = {}
         if kind == "page":
             props.update(_object(context, "page"))

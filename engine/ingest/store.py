@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, text
+from sqlalchemy import Connection, Engine, bindparam, case, func, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from engine.consent import EVENT as OPT_OUT
@@ -107,6 +107,27 @@ def _apply_identifies(conn: Connection, items: Sequence[ParsedEvent]) -> None:
     conn.execute(stmt.on_conflict_do_update(index_elements=["external_id"], set_=set_), rows)
 
 
+def _fill_context_fields(conn: Connection, tracks: Sequence[ParsedEvent]) -> None:
+    """A track's `context.timezone` and `context.locale` (Segment's shape) fill the customer's
+    fields where they are empty; an identify's traits are what change them."""
+    rows = {
+        ev.customer_id: (ev.traits.get("timezone"), ev.traits.get("locale"))
+        for ev in tracks
+        if ev.traits and ("timezone" in ev.traits or "locale" in ev.traits)
+    }
+    if not rows:
+        return
+    conn.execute(
+        customers.update()
+        .where(customers.c.external_id == bindparam("cid"))
+        .values(
+            timezone=func.coalesce(customers.c.timezone, bindparam("tz")),
+            locale=func.coalesce(customers.c.locale, bindparam("loc")),
+        ),
+        [{"cid": cid, "tz": tz, "loc": loc} for cid, (tz, loc) in rows.items()],
+    )
+
+
 def store_batch(
     engine: Engine,
     batch: list[ParsedEvent],
@@ -179,6 +200,7 @@ def _store_batch_once(
                 fold_summary(conn, stored)
                 new_opt_outs = {r["message_id"] for r in stored if r["name"] == OPT_OUT and r["message_id"]}
             result.merged = apply_merges(conn, merges, received_at)
+            _fill_context_fields(conn, tracks)
             record_events(conn, credit_referrals(conn, batch))
             # only an opt-out stored now: the same event sent again (a retry, a re-import) after the
             # customer re-subscribed must not unsubscribe them again

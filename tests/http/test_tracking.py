@@ -140,10 +140,12 @@ def test_rudderstack_sdk_with_basic_auth_and_gzip_lands(served: tuple[str, Engin
     assert sdk.gzip  # RudderStack's SDK gzips by default, and sends the key as the Basic user
     sdk.identify(user_id="bo", traits={"email": "bo@example.com"}, timestamp=T0)
     sdk.track(user_id="bo", event="Product Added", properties={"sku": "s-1"}, timestamp=T0.replace(minute=1))
-    sdk.page(user_id="bo", name="Cart", timestamp=T0.replace(minute=2))
+    sdk.page(user_id="bo", name="Cart", timestamp=T0.replace(minute=2), context={"timezone": "Asia/Tokyo"})
     sdk.shutdown()
     assert errors.seen == []
-    assert customer(eng, "bo").email == "bo@example.com"
+    bo = customer(eng, "bo")
+    # the device's zone fills the customer's, which the identify left empty
+    assert (bo.email, bo.timezone) == ("bo@example.com", "Asia/Tokyo")
     assert names(eng, "bo") == ["cart_updated", "page_viewed"]
 
 
