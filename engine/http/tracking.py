@@ -133,7 +133,7 @@ def items_of(path_kind: str, body: dict[str, Any]) -> list[Any]:
                 400, "batch_too_large", f"{len(items):,} items: the limit is {BATCH_LIMIT:,} per batch"
             )
         return items
-    return [{**body, "type": body.get("type") or path_kind}]
+    return [{**body, "type": path_kind}]
 
 
 def parse_batch(service: Service, kind: str, body: dict[str, Any]) -> tuple[list[ParsedEvent], list[str]]:

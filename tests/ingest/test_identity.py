@@ -262,3 +262,11 @@ def test_simulate_replays_segment_lines_with_the_merge_as_ingest_would(cli: Env)
     assert status == 0, err
     sent = {line.split()[1]: int(line.split()[2]) for line in out.splitlines() if line[:4] == "2026"}
     assert sent.get("welcome_series") == 1 and sent.get("cart_abandonment") == 1
+
+
+def test_erasing_a_customer_forgets_the_ids_merged_into_it(cli: Env) -> None:
+    ingest(cli, "visit.jsonl", VIEW, *SIGNUP)
+    assert run(cli, "explain", "visitor-9", "--now", iso(T0 + 30 * M))[0] == 0
+    assert run(cli, "customers", "erase", "ada", "--yes")[0] == 0
+    status, _, err = run(cli, "explain", "visitor-9", "--now", iso(T0 + 30 * M))
+    assert status == 1 and "no customer 'visitor-9'" in err
