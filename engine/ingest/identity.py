@@ -171,6 +171,10 @@ def _earlier(conn: Connection, m: Merge) -> None:
 
 
 def _move(conn: Connection, old: int, new: int, m: Merge) -> None:
+    # PostgreSQL: a concurrent batch that created or identified the old profile holds its row;
+    # waiting for it lets the statements below see that batch's events and move them too. (A
+    # concurrent batch of tracks alone under the old id takes no lock: its events may stay behind.)
+    conn.execute(select(customers.c.id).where(customers.c.id == old).with_for_update())
     conn.execute(update(events).where(events.c.customer_id == old).values(customer_id=new))
     rows = [
         dict(r._mapping)
