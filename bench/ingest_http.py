@@ -1,18 +1,26 @@
-"""Benchmark: events per second through `POST /v1/events` against `journey ingest`, same events.
+"""Benchmark: events per second through the HTTP API against `journey ingest`, same events.
 
     python bench/ingest_http.py [--customers 1000] [--clients 4] [--batch 100] [--db sqlite|postgres]
+                                [--api segment|events]
 
 A realistic shop's events (`journey generate`) go, in one run, (1) through `journey serve`
 started as a subprocess, posted in batches by a few concurrent httpx clients on loopback, and
 (2) through `journey ingest FILE` as a subprocess; each into a fresh database. Prints both
 rates and their ratio. The HTTP rate counts from the first request to the last answer; the
 ingest rate includes the command's start-up, as an operator would see it.
+
+`--api segment` (the default) posts to `/v1/batch` as Segment's Python SDK does: items in
+Segment's shape with a `messageId` and the SDK's `context`, `{"batch": [...], "sentAt": ...}`,
+gzip, the write key as the Basic user; `journey ingest` reads the same items as JSON lines.
+`--api events` posts section 2's shape to `POST /v1/events`, and ingests that shape.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import gzip
 import json
 import os
 import socket
@@ -92,7 +100,30 @@ def env_for(url: str) -> dict[str, str]:
     }
 
 
-async def post_all(base: str, batches: list[bytes], clients: int) -> tuple[float, int, int]:
+def segment_item(event: dict[str, Any], number: int) -> dict[str, Any]:
+    """A generated event as Segment's Python SDK sends it."""
+    item: dict[str, Any] = {
+        "type": event["type"],
+        "userId": event["customer_id"],
+        "messageId": event.get("message_id") or f"bench-{number}",
+        "timestamp": event["timestamp"],
+        "context": {"library": {"name": "analytics-python", "version": "2.3.4"}},
+        "integrations": {},
+    }
+    if event["type"] == "identify":
+        item["traits"] = event.get("traits", {})
+    else:
+        item["event"] = event["event"]
+        item["properties"] = event.get("properties", {})
+    return item
+
+
+def segment_batch(items: list[dict[str, Any]]) -> bytes:
+    body = {"batch": items, "sentAt": items[-1]["timestamp"], "writeKey": KEY}
+    return gzip.compress(json.dumps(body, separators=(",", ":")).encode())
+
+
+async def post_all(base: str, batches: list[bytes], clients: int, api: str) -> tuple[float, int, int]:
     """Post every batch with `clients` concurrent connections; (seconds, events accepted, retries).
 
     A 503 (the database gave up, e.g. on deadlocks) is retried, as a well-behaved sender would."""
@@ -101,6 +132,15 @@ async def post_all(base: str, batches: list[bytes], clients: int) -> tuple[float
         queue.put_nowait(batch)
     accepted = retries = 0
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    path = "/v1/events"
+    if api == "segment":
+        basic = base64.b64encode(f"{KEY}:".encode()).decode()
+        headers = {
+            "Authorization": f"Basic {basic}",
+            "Content-Type": "application/json",
+            "Content-Encoding": "gzip",
+        }
+        path = "/v1/batch"
 
     async def client() -> None:
         nonlocal accepted, retries
@@ -110,22 +150,33 @@ async def post_all(base: str, batches: list[bytes], clients: int) -> tuple[float
                     body = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                r = await http.post("/v1/events", content=body)
+                r = await http.post(path, content=body)
                 while r.status_code == 503 and retries < 100:
                     retries += 1
                     await asyncio.sleep(0.1)
-                    r = await http.post("/v1/events", content=body)
-                if r.status_code != 202:
-                    raise RuntimeError(f"POST /v1/events answered {r.status_code}: {r.text[:200]}")
+                    r = await http.post(path, content=body)
+                if r.status_code not in (200, 202):
+                    raise RuntimeError(f"POST {path} answered {r.status_code}: {r.text[:200]}")
                 answer: dict[str, Any] = r.json()
-                accepted += int(answer["accepted"])
+                if api == "segment":
+                    if answer != {"success": True}:
+                        raise RuntimeError(f"POST {path} answered {answer}")
+                    accepted += sizes[body]
+                else:
+                    accepted += int(answer["accepted"])
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
     return time.perf_counter() - started, accepted, retries
 
 
-def through_http(url: str, batches: list[bytes], clients: int, work: Path) -> tuple[float, int, int]:
+#: the number of items of each Segment request body (its answer does not count them)
+sizes: dict[bytes, int] = {}
+
+
+def through_http(
+    url: str, batches: list[bytes], clients: int, work: Path, api: str
+) -> tuple[float, int, int]:
     port = free_port()
     log = (work / "serve.log").open("w")
     server = subprocess.Popen(
@@ -144,7 +195,7 @@ def through_http(url: str, batches: list[bytes], clients: int, work: Path) -> tu
                 raise RuntimeError(f"journey serve did not start: {(work / 'serve.log').read_text()[-2000:]}")
             time.sleep(0.05)
         try:
-            return asyncio.run(post_all(base, batches, clients))
+            return asyncio.run(post_all(base, batches, clients, api))
         except RuntimeError:
             print((work / "serve.log").read_text()[-3000:], file=sys.stderr)
             raise
@@ -171,18 +222,28 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients")
     parser.add_argument("--batch", type=int, default=100, help="events per request (at most 1000)")
+    parser.add_argument("--api", choices=["segment", "events"], default="segment")
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     args = parser.parse_args()
 
     items = list(generate_events(ShopConfig(customers=args.customers, days=args.days, seed=7)))
     tracks = sum(1 for e in items if e["type"] == "track")
-    batches = [
-        json.dumps(items[i : i + args.batch], separators=(",", ":")).encode()
-        for i in range(0, len(items), args.batch)
-    ]
+    if args.api == "segment":
+        items = [segment_item(e, n) for n, e in enumerate(items)]
+        batches = []
+        for i in range(0, len(items), args.batch):
+            body = segment_batch(items[i : i + args.batch])
+            sizes[body] = len(items[i : i + args.batch])
+            batches.append(body)
+    else:
+        batches = [
+            json.dumps(items[i : i + args.batch], separators=(",", ":")).encode()
+            for i in range(0, len(items), args.batch)
+        ]
     print(
         f"{len(items):,} events ({tracks:,} track) of {args.customers:,} customers; "
-        f"{len(batches):,} requests of {args.batch}, {args.clients} clients, {args.db}"
+        f"{len(batches):,} requests of {args.batch}, {args.clients} clients, {args.db}, "
+        + ("Segment batches (gzip) to /v1/batch" if args.api == "segment" else "POST /v1/events")
     )
     with tempfile.TemporaryDirectory(prefix="journey-bench-") as tmp:
         work = Path(tmp)
@@ -190,14 +251,14 @@ def main() -> None:
         lines.write_text("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in items))
 
         with fresh_database(args.db, work, "http") as url:
-            http_s, accepted, retries = through_http(url, batches, args.clients, work)
+            http_s, accepted, retries = through_http(url, batches, args.clients, work, args.api)
             http_stored = stored_events(url)
         with fresh_database(args.db, work, "cli") as url:
             cli_s = through_cli(url, lines, work)
             cli_stored = stored_events(url)
 
     if accepted != len(items):
-        raise SystemExit(f"POST /v1/events accepted {accepted:,} of {len(items):,} events")
+        raise SystemExit(f"the HTTP API accepted {accepted:,} of {len(items):,} events")
     if retries:
         print(f"{retries} requests answered 503 and were sent again")
     print(f"events stored: {http_stored:,} through HTTP, {cli_stored:,} through journey ingest")
@@ -207,7 +268,8 @@ def main() -> None:
         print("  (the difference is derived events: batches arrived out of order)")
     http_rate = len(items) / http_s
     cli_rate = len(items) / cli_s
-    print(f"POST /v1/events : {http_rate:>10,.0f} events/s ({http_s:.2f} s)")
+    label = "POST /v1/batch " if args.api == "segment" else "POST /v1/events"
+    print(f"{label} : {http_rate:>10,.0f} events/s ({http_s:.2f} s)")
     print(f"journey ingest  : {cli_rate:>10,.0f} events/s ({cli_s:.2f} s, start-up included)")
     print(f"HTTP / CLI      : {http_rate / cli_rate:.2f}")
 

@@ -31,6 +31,11 @@ RESERVED_EVENTS = (
     "survey_answered",
     "referral_clicked",
     "referral_converted",
+    #: Segment's page and screen calls (CONTRACT 9)
+    "page_viewed",
+    "screen_viewed",
+    #: another profile was merged into this customer (properties: `previous_id`)
+    "profile_merged",
 )
 
 
@@ -87,7 +92,13 @@ def fold_summary(conn: Connection, stored: Sequence[dict[str, Any]]) -> None:
         cur["first_at"] = min(cur["first_at"], r["ts"])
         if (r["ts"], r["id"]) > (cur["last_at"], cur["last_event_id"]):
             cur["last_at"], cur["last_event_id"], cur["last_properties"] = r["ts"], r["id"], r["properties"]
-    if not agg:
+    upsert_summary(conn, list(agg.values()))
+
+
+def upsert_summary(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Fold summary rows into event_summary: first and last times, counts added, the latest
+    properties kept (what ingest does per batch, and an identity merge per merged profile)."""
+    if not rows:
         return
     stmt = upsert(conn, event_summary)
     x = stmt.excluded
@@ -103,8 +114,7 @@ def fold_summary(conn: Connection, stored: Sequence[dict[str, Any]]) -> None:
             "last_properties": case((newer, x.last_properties), else_=s.last_properties),
         },
     )
-    rows = sorted(agg.values(), key=lambda r: (r["customer_id"], r["name"]))
-    conn.execute(stmt, rows)
+    conn.execute(stmt, sorted(rows, key=lambda r: (r["customer_id"], r["name"])))
 
 
 def record_events(conn: Connection, rows: Sequence[InternalEvent]) -> int:

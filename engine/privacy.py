@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, delete, select, update
 from engine.addresses import hash_of
 from engine.db import json_field, write_tx
 from engine.db.schema import (
+    customer_aliases,
     customers,
     enrollments,
     event_summary,
@@ -167,6 +168,8 @@ def erase(engine: Engine, external_id: str, *, now: datetime) -> Erased:
             )
         done.events = int(conn.execute(delete(events).where(events.c.customer_id == cid)).rowcount or 0)
         conn.execute(delete(event_summary).where(event_summary.c.customer_id == cid))
+        # the ids merged into the customer (anonymous ids are personal data too)
+        conn.execute(delete(customer_aliases).where(customer_aliases.c.customer_id == cid))
         conn.execute(delete(unsubscribes).where(unsubscribes.c.customer_id == cid))
         done.enrollments = int(
             conn.execute(delete(enrollments).where(enrollments.c.customer_id == cid)).rowcount or 0

@@ -61,6 +61,8 @@ class Settings:
     postal_address: str = DEFAULT_POSTAL_ADDRESS
     #: None means: generated on first run and stored in the database
     api_key: str | None = None
+    #: write keys of the tracking API (JOURNEY_WRITE_KEYS, comma-separated); the API key counts too
+    write_keys: tuple[str, ...] = ()
     #: the shop's name, in emails and on the pages customers see
     brand: str = DEFAULT_BRAND
     #: an address that also takes unsubscribes: a `mailto:` target beside the link in List-Unsubscribe
@@ -102,6 +104,7 @@ class Settings:
             mail_from=env.get("JOURNEY_FROM") or DEFAULT_FROM,
             postal_address=env.get("JOURNEY_POSTAL_ADDRESS") or DEFAULT_POSTAL_ADDRESS,
             api_key=env.get("JOURNEY_API_KEY") or None,
+            write_keys=tuple(k.strip() for k in env.get("JOURNEY_WRITE_KEYS", "").split(",") if k.strip()),
             brand=env.get("JOURNEY_BRAND") or DEFAULT_BRAND,
             unsubscribe_mailto=env.get("JOURNEY_UNSUBSCRIBE_MAILTO") or None,
             worker_metrics_port=_port(env, "JOURNEY_WORKER_METRICS_PORT"),

@@ -41,6 +41,14 @@ class App:
         """The rule set of the configured directories (RuleError, located, when it has problems)."""
         return load_ruleset(self.settings.rules_dir, self.settings.templates_dir)
 
+    def event_aliases(self) -> dict[str, str]:
+        """The event catalogue's aliases (alias -> catalogue name); none without a catalogue. A
+        catalogue with problems is refused by `journey rules check`; here its good part applies."""
+        from engine.rules.catalogue import load_catalogue
+
+        catalogue = load_catalogue(self.settings.rules_dir)
+        return dict(catalogue.aliases) if catalogue is not None else {}
+
     def enqueuer(self) -> Enqueue | None:
         """Hands batches to the workers through the broker; None without one (deliver in-process)."""
         return broker_enqueuer(self.settings)

@@ -60,6 +60,7 @@ def ingest(app: App, file: str, chunk_size: int) -> int:
                 on_error=on_error,
                 progress=progress,
                 chunk_size=chunk_size,
+                aliases=app.event_aliases(),
             )
     finally:
         if stream is not sys.stdin:

@@ -148,7 +148,9 @@ def simulate(
             except OSError as exc:
                 raise click.ClickException(f"{file}: {exc.strerror}") from None
         with contextlib.closing(stream) if stream is not sys.stdin else contextlib.nullcontext(stream):
-            sorted_events = SortedEvents(stream, file, lambda message: click.echo(message, err=True))
+            sorted_events = SortedEvents(
+                stream, file, lambda message: click.echo(message, err=True), aliases=app.event_aliases()
+            )
         with sorted_events:
             bad = sorted_events.bad
             sim = run_simulation(app.settings, ruleset, sorted_events, start=start, end=end, step=tick_step)

@@ -137,6 +137,18 @@ event_summary = Table(
     postgresql_with={"fillfactor": 70},
 )
 
+#: ids merged into a customer (CONTRACT 9): an anonymous id or a known customer's id that now
+#: resolves to `customer_id`, and the time of the call that merged it
+customer_aliases = Table(
+    "customer_aliases",
+    metadata,
+    Column("alias", String(255), primary_key=True),
+    Column("customer_id", BigID, nullable=False),
+    Column("merged_at", UTCDateTime(), nullable=False),
+    Column("recorded_at", UTCDateTime(), nullable=False),
+    Index("ix_customer_aliases_customer", "customer_id"),
+)
+
 stage_history = Table(
     "stage_history",
     metadata,

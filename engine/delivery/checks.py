@@ -368,4 +368,6 @@ def check_all(rules_dir: Path, templates_dir: Path) -> tuple[list[Problem], str]
         tags = sorted({tag for found in localised.values() for tag in found})
         count = sum(len(found) for found in localised.values())
         summary += f" ({count} locale variant{'s' if count != 1 else ''}: {', '.join(tags)})"
+    if ruleset.catalogue is None:
+        summary += "\nno rules/events.yaml: event names are not checked and no alias applies"
     return problems, summary

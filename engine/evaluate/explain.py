@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 
 from engine.addresses import hash_of
-from engine.db.schema import customers, enrollments, event_summary, sends, suppressions
+from engine.db.schema import customer_aliases, customers, enrollments, event_summary, sends, suppressions
 from engine.errors import JourneyError
 from engine.evaluate.conditions import Ctx, compile_condition, describe
 from engine.pauses import paused
@@ -77,13 +77,32 @@ def _ago(now: datetime, then: datetime) -> str:
 def explain(engine: Engine, ruleset: RuleSet, external_id: str, *, now: datetime) -> Explanation:
     with engine.connect() as conn:
         c = conn.execute(select(customers).where(customers.c.external_id == external_id)).first()
+        via: str | None = None
         if c is None:
-            raise JourneyError(f"no customer '{external_id}': check the id, or ingest an identify for it")
+            merged = conn.execute(
+                select(customers, customer_aliases.c.merged_at.label("alias_merged_at"))
+                .join(customer_aliases, customer_aliases.c.customer_id == customers.c.id)
+                .where(customer_aliases.c.alias == external_id)
+            ).first()
+            if merged is None:
+                raise JourneyError(f"no customer '{external_id}': check the id, or ingest an identify for it")
+            c, via = merged, external_id
+            external_id = c.external_id
         ex = Explanation(customer=external_id, stage=c.stage)
         since = f" since {c.stage_entered_at.isoformat()}" if c.stage_entered_at else ""
+        if via is not None:
+            ex.lines.append(
+                Line(f"{via} was merged into customer {external_id} at {c.alias_merged_at.isoformat()}")
+            )
         ex.lines.append(
             Line(f"customer {external_id}: stage {c.stage or '(not computed yet: run a tick)'}{since}")
         )
+        for alias, at in conn.execute(
+            select(customer_aliases.c.alias, customer_aliases.c.merged_at)
+            .where(customer_aliases.c.customer_id == c.id)
+            .order_by(customer_aliases.c.merged_at, customer_aliases.c.alias)
+        ):
+            ex.lines.append(Line(f"merged id {alias} at {at.isoformat()}", 1))
         _explain_stage(conn, ruleset, c.id, now, ex)
         ex.lines += _suppression_lines(conn, c.email)
         pauses = paused(conn)

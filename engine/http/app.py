@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from engine.feedback.receive import Receiver
 from engine.feedback.ses import Get, https_get
-from engine.http import events, feedback, links, optout, survey
+from engine.http import events, feedback, links, optout, survey, tracking
 from engine.http.events import BODY_LIMIT, ITEM_LIMIT, ApiError, api_error_response
 from engine.http.observe import AccessMiddleware, Observer, QueueLagCollector
 from engine.http.pages import BodyTooLarge, Pages
@@ -76,6 +76,10 @@ def create_app(
     async def _api_error(_request: Request, exc: ApiError) -> Response:
         return api_error_response(exc)
 
+    @app.exception_handler(tracking.TrackingError)
+    async def _tracking_error(_request: Request, exc: tracking.TrackingError) -> Response:
+        return tracking.tracking_error_response(exc)
+
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> Response:
         if request.url.path.startswith("/v1/"):
@@ -115,6 +119,7 @@ def create_app(
         return Response(body + generate_latest(lag), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(events.router(service))
+    app.include_router(tracking.router(service))
     app.include_router(optout.router(service, pages))
     app.include_router(survey.router(service, pages))
     app.include_router(links.router(service, pages))

@@ -72,7 +72,7 @@ def decode(body: bytes) -> list[Any]:
     return items
 
 
-def _ingest(service: Service, items: list[Any]) -> IngestResult:
+def ingest_items(service: Service, items: list[Any], *, chunk_size: int = ITEM_LIMIT) -> IngestResult:
     """One request is one transaction (at most ITEM_LIMIT items), so a rolled-back attempt can
     simply be repeated; concurrent batches touching the same customers may deadlock on PostgreSQL."""
     from engine.ingest.writer import ingest_events
@@ -82,7 +82,7 @@ def _ingest(service: Service, items: list[Any]) -> IngestResult:
     for attempt in range(1, RETRIES + 1):
         try:
             with serial:
-                return ingest_events(service.engine, items, received_at=service.now(), chunk_size=ITEM_LIMIT)
+                return ingest_events(service.engine, items, received_at=service.now(), chunk_size=chunk_size)
         except DBAPIError as exc:
             reason = str(exc.orig or exc).splitlines()[0][:300]
             if is_retryable(exc) and attempt < RETRIES:
@@ -124,7 +124,7 @@ def router(service: Service) -> APIRouter:
     def post_events(_auth: None = Depends(authorize), raw: bytes = Depends(body)) -> JSONResponse:
         """Runs in the thread pool: the event loop stays free while the database works."""
         items = decode(raw)
-        result = _ingest(service, items)
+        result = ingest_items(service, items)
         accepted = len(items) - len(result.rejected) - result.duplicates
         obs = service.observer
         obs.events_accepted.inc(accepted)

@@ -33,6 +33,7 @@ class Service:
     _signer: Signer | None = field(default=None, repr=False)
     _api_key: str | None = field(default=None, repr=False)
     _ruleset: RuleSet | None = field(default=None, repr=False)
+    _aliases: dict[str, str] | None = field(default=None, repr=False)
 
     def signer(self) -> Signer:
         if self._signer is None:
@@ -62,6 +63,17 @@ class Service:
                 if self._ruleset is None:
                     self._ruleset = load_ruleset(self.settings.rules_dir, self.settings.templates_dir)
         return self._ruleset
+
+    def event_aliases(self) -> dict[str, str]:
+        """The event catalogue's aliases (alias -> catalogue name), read once; none without it."""
+        if self._aliases is None:
+            from engine.rules.catalogue import load_catalogue
+
+            with self._lock:
+                if self._aliases is None:
+                    catalogue = load_catalogue(self.settings.rules_dir)
+                    self._aliases = dict(catalogue.aliases) if catalogue is not None else {}
+        return self._aliases
 
     @staticmethod
     def is_preview(payload: dict[str, Any]) -> bool:

@@ -7,9 +7,9 @@ checks one decoded object. A bad item becomes an IngestError with a reason a per
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -17,6 +17,8 @@ import orjson
 
 from engine.addresses import check_address
 from engine.errors import IngestError
+from engine.ingest.segment import is_segment, to_internal
+from engine.ingest.times import parse_timestamp
 
 KNOWN_TRAITS = ("email", "phone", "timezone", "locale", "first_name")
 
@@ -31,33 +33,47 @@ class ParsedEvent:
     message_id: str | None
     traits: dict[str, Any]
     properties: dict[str, Any]
+    #: a profile merged into `customer_id` by this call (Segment's `anonymousId` beside a
+    #: `userId`, or an alias's `previousId`)
+    anonymous_id: str | None = None
 
 
-def parse_timestamp(value: Any) -> datetime:
-    if not isinstance(value, str) or not value:
-        raise IngestError("'timestamp' must be an ISO 8601 string like 2026-11-01T10:00:00Z")
-    try:
-        parsed = datetime.fromisoformat(value)  # reads a trailing Z as UTC
-    except ValueError:
-        try:
-            parsed = datetime.fromisoformat(value.replace("z", "+00:00"))
-        except ValueError:
-            raise IngestError(f"'timestamp' {value!r} is not ISO 8601 (like 2026-11-01T10:00:00Z)") from None
-    if parsed.tzinfo is UTC:
-        return parsed
-    if parsed.tzinfo is None:
-        raise IngestError(f"'timestamp' {value!r} has no time zone: add Z or +01:00")
-    return parsed.astimezone(UTC)
-
-
-def parse_event(obj: object, *, check_nul: bool = True) -> ParsedEvent:
-    """Validate one decoded event; raise IngestError with a reason a person can act on.
+def parse_event(
+    obj: object,
+    *,
+    check_nul: bool = True,
+    received_at: datetime | None = None,
+    aliases: Mapping[str, str] | None = None,
+    batch_context: Mapping[str, Any] | None = None,
+    sent_at: Any = None,
+) -> ParsedEvent:
+    """Validate one decoded event, in section 2's shape or Segment's; raise IngestError with a
+    reason a person can act on.
 
     `check_nul=False` skips the search for NUL characters, for a caller that knows the JSON text
-    holds no `\\u0000` escape (the only way a NUL can reach a decoded value).
+    holds no `\\u0000` escape (the only way a NUL can reach a decoded value). `received_at` is
+    when a Segment item without `timestamp` arrived; `aliases` maps an event's other names to its
+    catalogue name; `batch_context` and `sent_at` are a Segment batch's top-level fields.
     """
     if not isinstance(obj, dict):
         raise IngestError(f"an event is a JSON object, not {type(obj).__name__}")
+    anonymous_id: str | None = None
+    if is_segment(obj):
+        obj = to_internal(
+            obj, received_at=received_at, batch_context=batch_context, sent_at=sent_at, aliases=aliases
+        )
+        anonymous_id = obj.get("anonymous_id")
+        if obj["type"] == "alias":
+            return ParsedEvent(
+                type="alias",
+                customer_id=obj["customer_id"],
+                timestamp=parse_timestamp(obj["timestamp"]),
+                event=None,
+                message_id=None,
+                traits={},
+                properties={},
+                anonymous_id=anonymous_id,
+            )
     kind = obj.get("type")
     if kind not in ("identify", "track"):
         raise IngestError(
@@ -79,6 +95,8 @@ def parse_event(obj: object, *, check_nul: bool = True) -> ParsedEvent:
             raise IngestError("a track event needs 'event': the event name, like 'order_placed'")
         if len(name) > 128:
             raise IngestError("'event' is longer than 128 characters")
+        if aliases:
+            name = aliases.get(name, name)
     else:
         name = None
     mid = obj.get("message_id")
@@ -110,6 +128,7 @@ def parse_event(obj: object, *, check_nul: bool = True) -> ParsedEvent:
         message_id=mid,
         traits=dict(traits),
         properties=dict(props),
+        anonymous_id=anonymous_id,
     )
 
 
@@ -135,12 +154,27 @@ def _check_traits(traits: dict[str, Any]) -> None:
             raise IngestError(f"trait 'email' {email[:100]!r} is not a valid email address: it {problem}")
 
 
-def parse_item(obj: object, *, check_nul: bool = True) -> ParsedEvent | IngestError:
+def parse_item(
+    obj: object,
+    *,
+    check_nul: bool = True,
+    received_at: datetime | None = None,
+    aliases: Mapping[str, str] | None = None,
+    batch_context: Mapping[str, Any] | None = None,
+    sent_at: Any = None,
+) -> ParsedEvent | IngestError:
     """One item, parsed (an item parsed already passes through), or the reason it is bad."""
     if type(obj) is ParsedEvent:
         return obj
     try:
-        return parse_event(obj, check_nul=check_nul)
+        return parse_event(
+            obj,
+            check_nul=check_nul,
+            received_at=received_at,
+            aliases=aliases,
+            batch_context=batch_context,
+            sent_at=sent_at,
+        )
     except IngestError as exc:
         return exc
 
@@ -192,10 +226,15 @@ def loads(line: str) -> Any:
 
 
 def read_lines(
-    stream: TextIO, progress: Callable[[int], None] | None = None
+    stream: TextIO,
+    progress: Callable[[int], None] | None = None,
+    *,
+    received_at: datetime | None = None,
+    aliases: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[int, ParsedEvent | IngestError]]:
-    """Each line of a JSON-lines stream as (line number, parsed event or the reason it is bad);
-    blank lines are skipped. `progress` gets each line's size in bytes."""
+    """Each line of a JSON-lines stream, in section 2's shape or Segment's, as (line number,
+    parsed event or the reason it is bad); blank lines are skipped. `progress` gets each line's
+    size in bytes."""
     for number, line in enumerate(stream, start=1):
         if progress is not None:
             progress(len(line.encode()))
@@ -210,4 +249,4 @@ def read_lines(
             yield number, IngestError(f"not valid JSON: {exc}")
             continue
         # JSON text can carry a NUL only as the escape \u0000: without one, skip the search
-        yield number, parse_item(obj, check_nul="\\u0000" in line)
+        yield number, parse_item(obj, check_nul="\\u0000" in line, received_at=received_at, aliases=aliases)

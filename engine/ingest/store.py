@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, text
+from sqlalchemy import Connection, Engine, bindparam, case, func, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from engine.consent import EVENT as OPT_OUT
@@ -23,6 +23,7 @@ from engine.db.schema import customers
 from engine.events import fold_summary, insert_events, record_events
 from engine.ingest import _postgres
 from engine.ingest.batch import merged_identifies, new_customers
+from engine.ingest.identity import apply_merges, resolve
 from engine.ingest.parse import KNOWN_TRAITS, ParsedEvent
 from engine.ingest.referrals import apply_referral_codes, credit_referrals
 
@@ -36,12 +37,15 @@ class IngestResult:
     stored: int = 0
     duplicates: int = 0
     identified: int = 0
+    #: profiles merged into another (CONTRACT 9)
+    merged: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
 
     def add(self, other: IngestResult) -> None:
         self.stored += other.stored
         self.duplicates += other.duplicates
         self.identified += other.identified
+        self.merged += other.merged
         self.rejected += other.rejected
 
 
@@ -103,6 +107,27 @@ def _apply_identifies(conn: Connection, items: Sequence[ParsedEvent]) -> None:
     conn.execute(stmt.on_conflict_do_update(index_elements=["external_id"], set_=set_), rows)
 
 
+def _fill_context_fields(conn: Connection, tracks: Sequence[ParsedEvent]) -> None:
+    """A track's `context.timezone` and `context.locale` (Segment's shape) fill the customer's
+    fields where they are empty; an identify's traits are what change them."""
+    rows = {
+        ev.customer_id: (ev.traits.get("timezone"), ev.traits.get("locale"))
+        for ev in tracks
+        if ev.traits and ("timezone" in ev.traits or "locale" in ev.traits)
+    }
+    if not rows:
+        return
+    conn.execute(
+        customers.update()
+        .where(customers.c.external_id == bindparam("cid"))
+        .values(
+            timezone=func.coalesce(customers.c.timezone, bindparam("tz")),
+            locale=func.coalesce(customers.c.locale, bindparam("loc")),
+        ),
+        [{"cid": cid, "tz": tz, "loc": loc} for cid, (tz, loc) in rows.items()],
+    )
+
+
 def store_batch(
     engine: Engine,
     batch: list[ParsedEvent],
@@ -116,7 +141,7 @@ def store_batch(
     fresh codes), or a concurrent batch of the same customers deadlocked with this one."""
     for attempt in range(1, RETRIES + 1):
         try:
-            return _store_batch_once(engine, batch, received_at, durable=durable, payload=payload)
+            return _store_batch_once(engine, batch, received_at, durable=durable, payload=payload, skip=skip)
         except IntegrityError as exc:
             if "referral_code" not in str(exc) or attempt == RETRIES:
                 raise
@@ -134,21 +159,25 @@ def _store_batch_once(
     *,
     durable: bool = True,
     payload: Any = None,
+    skip: frozenset[int] = frozenset(),
 ) -> IngestResult:
     """Store one batch in one transaction. `durable=False` (PostgreSQL) lets the commit return
     before its WAL is on disk: the caller commits a durable batch last, whose flush covers it."""
     result = IngestResult()
-    identifies = [ev for ev in batch if ev.type == "identify"]
-    tracks = [ev for ev in batch if ev.type == "track"]
     pg_info: dict[Any, Any] | None = None
     try:
         with write_tx(engine) as conn:
+            resolved, merges = resolve(conn, batch)
+            if resolved is not batch:
+                batch, payload = resolved, None
+            identifies = [ev for ev in batch if ev.type == "identify"]
+            tracks = [ev for ev in batch if ev.type == "track"]
             if is_postgres(conn):
                 pg_info = conn.connection.info
                 if not durable:
                     conn.execute(text("SET LOCAL synchronous_commit = off"))
                 if payload is None:
-                    payload = _postgres.payload(engine, batch)
+                    payload = _postgres.payload(engine, batch, skip)
                 n_stored, new_opt_outs = _postgres.store_batch(
                     conn, payload, received_at=received_at, opt_out=OPT_OUT
                 )
@@ -170,6 +199,8 @@ def _store_batch_once(
                 n_stored = len(stored := insert_events(conn, rows))
                 fold_summary(conn, stored)
                 new_opt_outs = {r["message_id"] for r in stored if r["name"] == OPT_OUT and r["message_id"]}
+            result.merged = apply_merges(conn, merges, received_at)
+            _fill_context_fields(conn, tracks)
             record_events(conn, credit_referrals(conn, batch))
             # only an opt-out stored now: the same event sent again (a retry, a re-import) after the
             # customer re-subscribed must not unsubscribe them again

@@ -6,7 +6,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -191,11 +191,13 @@ def ingest_file(
     on_error: Callable[[str], None],
     progress: Callable[[int], None] | None = None,
     chunk_size: int = 2000,
+    aliases: Mapping[str, str] | None = None,
 ) -> IngestResult:
-    """Ingest JSON lines; a bad line is reported as `NAME:LINE: reason`, skipped and counted."""
+    """Ingest JSON lines, in section 2's shape or Segment's; a bad line is reported as
+    `NAME:LINE: reason`, skipped and counted. `aliases` maps event names to catalogue names."""
     return _ingest(
         engine,
-        read_lines(stream, progress),
+        read_lines(stream, progress, received_at=received_at, aliases=aliases),
         received_at=received_at,
         chunk_size=chunk_size,
         on_error=lambda number, exc: on_error(f"{name}:{number}: {exc}"),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import Problem, RuleError
+from engine.rules.catalogue import EVENTS_FILE, Catalogue, check_event_names, load_catalogue
 from engine.rules.checks import check_stages, check_templates_exist, check_topic, check_unique_id
 from engine.rules.model import KNOWN_KEYS, Rule, SettingsFile, Stage, StagesFile
 from engine.rules.yaml import RuleFile, display, suggest
@@ -28,6 +29,8 @@ class RuleSet:
     settings: SettingsFile
     sources: dict[str, str] = field(default_factory=dict)
     stages_file: str | None = None
+    #: the event catalogue (rules/events.yaml); None without one: names are then not checked
+    catalogue: Catalogue | None = None
 
     def rule(self, rule_id: str) -> Rule:
         for r in self.rules:
@@ -45,7 +48,9 @@ class RuleSet:
 
 def rule_files(rules_dir: Path) -> list[Path]:
     files = sorted(p for p in rules_dir.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
-    return [p for p in files if p.name not in (STAGES_FILE, SETTINGS_FILE) or p.parent != rules_dir]
+    return [
+        p for p in files if p.name not in (STAGES_FILE, SETTINGS_FILE, EVENTS_FILE) or p.parent != rules_dir
+    ]
 
 
 def load_stages(path: Path, problems: list[Problem]) -> tuple[list[Stage], str | None]:
@@ -117,6 +122,12 @@ def load_ruleset(rules_dir: Path, templates_dir: Path | None = None) -> RuleSet:
     stages, stages_file = load_stages(rules_dir / STAGES_FILE, problems)
     stage_names = [s.name for s in stages]
     settings = load_settings(rules_dir / SETTINGS_FILE, problems)
+    catalogue = load_catalogue(rules_dir, problems)
+    if catalogue is not None and (rules_dir / STAGES_FILE).is_file():
+        sf = RuleFile(rules_dir / STAGES_FILE)
+        if not sf.problems:
+            check_event_names(sf, (), sf.data, catalogue)
+            problems += sf.problems
     rules: list[Rule] = []
     sources: dict[str, str] = {}
     for path in rule_files(rules_dir):
@@ -131,9 +142,18 @@ def load_ruleset(rules_dir: Path, templates_dir: Path | None = None) -> RuleSet:
             check_topic(f, loc, rule, settings.topics)
             if templates_dir is not None:
                 check_templates_exist(f, loc, item, rule, templates_dir)
+            if catalogue is not None:
+                check_event_names(f, loc, item, catalogue)
         problems += f.problems
     if problems:
         problems.sort(key=lambda p: (p.file, p.line, p.column))
         raise RuleError(problems)
     rules.sort(key=lambda r: r.id)
-    return RuleSet(stages=stages, rules=rules, settings=settings, sources=sources, stages_file=stages_file)
+    return RuleSet(
+        stages=stages,
+        rules=rules,
+        settings=settings,
+        sources=sources,
+        stages_file=stages_file,
+        catalogue=catalogue,
+    )

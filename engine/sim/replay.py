@@ -12,7 +12,8 @@ from sqlalchemy import Engine
 from engine.delivery.deliverer import Deliverer
 from engine.delivery.dispatch import dispatch_due
 from engine.evaluate.tick import TickResult, run_tick
-from engine.ingest.parse import ParsedEvent, parse_timestamp
+from engine.ingest.parse import ParsedEvent
+from engine.ingest.times import parse_timestamp
 from engine.ingest.writer import ingest_events
 from engine.rules.loader import RuleSet
 from engine.settings import Settings

@@ -14,7 +14,7 @@ import heapq
 import marshal
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, TextIO
@@ -37,7 +37,13 @@ class SortedEvents:
     temporary runs are removed at its end."""
 
     def __init__(
-        self, stream: TextIO, name: str, on_error: Callable[[str], None], *, run_size: int = RUN_SIZE
+        self,
+        stream: TextIO,
+        name: str,
+        on_error: Callable[[str], None],
+        *,
+        run_size: int = RUN_SIZE,
+        aliases: Mapping[str, str] | None = None,
     ) -> None:
         self.bad = 0
         self.count = 0
@@ -46,7 +52,7 @@ class SortedEvents:
         self._files: list[Path] = []
         self._memory: list[Keyed] = []
         run: list[Keyed] = []
-        for number, item in read_lines(stream):
+        for number, item in read_lines(stream, aliases=aliases):
             if not isinstance(item, ParsedEvent):
                 self.bad += 1
                 on_error(f"{name}:{number}: {item}")
@@ -83,6 +89,7 @@ class SortedEvents:
                         e.message_id,
                         e.traits,
                         e.properties,
+                        e.anonymous_id,
                     )
                     for ts, n, e in run[start : start + CHUNK]
                 ]
@@ -98,9 +105,9 @@ class SortedEvents:
             if len(head) < 8:
                 return
             chunk = marshal.loads(f.read(int.from_bytes(head, "little")))
-            for micros, number, kind, cid, name, mid, traits, props in chunk:
+            for micros, number, kind, cid, name, mid, traits, props, anonymous in chunk:
                 ts = EPOCH + timedelta(microseconds=micros)
-                yield ts, number, ParsedEvent(kind, cid, ts, name, mid, traits, props)
+                yield ts, number, ParsedEvent(kind, cid, ts, name, mid, traits, props, anonymous)
 
     def __iter__(self) -> Iterator[ParsedEvent]:
         if not self._files:
