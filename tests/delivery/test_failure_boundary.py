@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import Engine, select, update
 
 from engine.db.schema import sends
-from engine.delivery import deliverer as deliverer_module
 from engine.delivery.boundary import MAX_ERROR_ATTEMPTS
+from engine.delivery.context import context_for as real_context_for
 from engine.delivery.deliverer import Deliverer
 from engine.delivery.dispatch import dispatch_due
 from engine.delivery.policies import MAX_ATTEMPTS
@@ -105,14 +105,13 @@ def test_an_unexpected_exception_retries_a_few_times_then_fails_with_its_reason(
     shop: tuple[Kit, Settings, Recorder], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kit, settings, smtp = shop
-    real = deliverer_module.context_for
 
     def context_for(*args: Any, **kw: Any) -> Any:  # the fault: a bug that hits one customer
         if kw["customer"].email == "ivy@example.com":
             raise RuntimeError("a bug of ours")
-        return real(*args, **kw)
+        return real_context_for(*args, **kw)
 
-    monkeypatch.setattr(deliverer_module, "context_for", context_for)
+    monkeypatch.setattr("engine.delivery.deliverer.context_for", context_for)
     at = T0 + 2 * H
     figures = dispatch(kit, settings, at)
     assert figures["sent"] == 2
