@@ -202,6 +202,8 @@ def parse_item(obj: object, *, check_nul: bool = True) -> ParsedEvent | IngestEr
     an item's failure boundary: an exception of any kind becomes its reason."""
     if type(obj) is ParsedEvent:
         return obj
+    if isinstance(obj, IngestError):  # an item that could not even be decoded (see split_items)
+        return obj
     try:
         return parse_event(obj, check_nul=check_nul)
     except IngestError as exc:
@@ -237,6 +239,37 @@ def no_json_constants(name: str) -> Any:
     """`parse_constant` for json.loads: NaN and Infinity are not JSON, and a JSON column cannot
     store them."""
     raise ValueError(f"{name} is not a JSON number")
+
+
+def split_items(text: str) -> list[str]:
+    """The texts of a JSON array's items, found by brackets and strings alone, without decoding
+    them: a body too deep to decode as a whole is decoded item by item. Not an array: the text."""
+    body = text.strip()
+    if not body.startswith("["):
+        return [body]
+    items: list[str] = []
+    depth, start, in_string, escaped = 0, 1, False, False
+    for i, char in enumerate(body):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+            if depth == 0:
+                items.append(body[start:i])
+                break
+        elif char == "," and depth == 1:
+            items.append(body[start:i])
+            start = i + 1
+    return [item for item in items if item.strip()]
 
 
 def finite_float(text: str) -> float:
