@@ -5,6 +5,7 @@ Each dialect-specific form sits in one small function with the SQLite form besid
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,12 +30,25 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.db.schema import customers, meta
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _owner_only(url: str) -> None:
+    """Create a new SQLite file readable by its owner alone (0600): it holds every customer and the
+    generated keys. SQLite gives its -wal and -shm files the database file's permissions."""
+    path = make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:") or os.path.exists(path):
+        return
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except OSError:
+        return  # a missing directory or a race: SQLite itself says what is wrong
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -46,6 +60,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     # INSERT … SELECT row counts are how the tick counts what it did
     kwargs.setdefault("execution_options", {"preserve_rowcount": True})
     if url.startswith("sqlite"):
+        _owner_only(url)
         kwargs.setdefault("connect_args", {"timeout": 30})
         engine = create_engine(url, **kwargs)
 
@@ -232,15 +247,21 @@ def put_meta(conn: Connection, key: str, value: str, now: datetime) -> None:
 
 def get_or_create_secret(engine: Engine, name: str, *, nbytes: int = 32) -> str:
     """A secret stored in the database on first use, so every process of a fleet shares it."""
+    return secret_once(engine, name, nbytes=nbytes)[0]
+
+
+def secret_once(engine: Engine, name: str, *, nbytes: int = 32) -> tuple[str, bool]:
+    """The secret `name` and whether this call created it (so that it is shown once, then never)."""
     with engine.begin() as conn:
         row = conn.execute(select(meta.c.value).where(meta.c.key == name)).scalar()
         if row is not None:
-            return str(row)
+            return str(row), False
         value = secrets.token_urlsafe(nbytes)
-        conn.execute(
+        created = conn.execute(
             insert_ignore(conn, meta, ["key"]).values(key=name, value=value, updated_at=datetime.now(UTC))
-        )
-        return str(conn.execute(select(meta.c.value).where(meta.c.key == name)).scalar_one())
+        ).rowcount
+        stored = str(conn.execute(select(meta.c.value).where(meta.c.key == name)).scalar_one())
+        return stored, bool(created) and stored == value
 
 
 def customer_ids(conn: Connection, external_ids: Sequence[str]) -> dict[str, int]:
