@@ -24,6 +24,7 @@ from engine.cli import (
     ops,
     reporting,
     rules,
+    sends,
     sim,
     suppressions,
 )
@@ -58,6 +59,7 @@ for command in (
     ops.run,
     ops.health,
     suppressions.suppressions,
+    sends.sends,
     customers.customers,
 ):
     cli.add_command(command)

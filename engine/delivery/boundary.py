@@ -36,12 +36,12 @@ def failed_alone(ledger: Ledger, row: SendRow, exc: Exception, now: datetime, st
     error = reason_of(exc)
     if isinstance(exc, TemplateError):
         log.warning("send %s failed: %s", row.id, error)
-        ledger.finish(row.id, SendStatus.FAILED, error=error, reason=Reason.TEMPLATE)
+        ledger.finish(row.id, SendStatus.FAILED, error=error, reason=Reason.TEMPLATE, failed_at=now)
         stats.count(Outcome.FAILED, Reason.TEMPLATE)
         return
     log.error("send %s failed: %s", row.id, error, exc_info=exc)
     if row.attempts >= MAX_ERROR_ATTEMPTS:
-        ledger.finish(row.id, SendStatus.FAILED, error=error, reason=Reason.ERROR)
+        ledger.finish(row.id, SendStatus.FAILED, error=error, reason=Reason.ERROR, failed_at=now)
         stats.count(Outcome.FAILED, Reason.ERROR)
         return
     ledger.finish(
@@ -55,8 +55,8 @@ def worn_out(row: SendRow) -> bool:
     return row.attempts > MAX_ATTEMPTS
 
 
-def give_up(ledger: Ledger, row: SendRow, stats: DeliveryStats) -> None:
+def give_up(ledger: Ledger, row: SendRow, now: datetime, stats: DeliveryStats) -> None:
     error = f"claimed {row.attempts} times without finishing (a worker stopped on it each time)"
     log.error("send %s failed: %s", row.id, error)
-    ledger.finish(row.id, SendStatus.FAILED, error=error, reason=Reason.GAVE_UP)
+    ledger.finish(row.id, SendStatus.FAILED, error=error, reason=Reason.GAVE_UP, failed_at=now)
     stats.count(Outcome.FAILED, Reason.GAVE_UP)

@@ -199,7 +199,7 @@ class Deliverer:
             stats.count(Outcome.CANCELLED, Reason.RULE_REMOVED)
             return None
         if worn_out(row):
-            give_up(ledger, row, stats)
+            give_up(ledger, row, now, stats)
             return None
         customer: Any = facts.customers.get(row.customer_id)
         verdict = send_verdict(row, rule, customer, facts, self.ruleset.settings, now)
@@ -293,7 +293,7 @@ class Deliverer:
     ) -> None:
         error = str(exc)[:1000]
         if exc.permanent:
-            ledger.finish(row.id, SendStatus.FAILED, error=error, reason=Reason.REFUSED)
+            ledger.finish(row.id, SendStatus.FAILED, error=error, reason=Reason.REFUSED, failed_at=now)
             if row.channel == "email" and exc.hard_bounce:  # no more email to this address
                 ledger.write(
                     customers.update()
@@ -303,7 +303,7 @@ class Deliverer:
             stats.count(Outcome.FAILED, Reason.REFUSED)
             return
         if row.attempts >= MAX_ATTEMPTS:
-            ledger.finish(row.id, SendStatus.FAILED, error=error, reason=Reason.GAVE_UP)
+            ledger.finish(row.id, SendStatus.FAILED, error=error, reason=Reason.GAVE_UP, failed_at=now)
             stats.count(Outcome.FAILED, Reason.GAVE_UP)
             return
         ledger.finish(

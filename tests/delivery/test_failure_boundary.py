@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, update
 
+from engine.cli import main
 from engine.db.schema import sends
 from engine.delivery.boundary import MAX_ERROR_ATTEMPTS
 from engine.delivery.context import context_for as real_context_for
@@ -137,3 +138,48 @@ def test_a_send_claimed_again_and_again_without_finishing_is_given_up(
     assert (figures["sent"], figures["failed"]) == (2, 1)
     status, reason, error, _ = by_customer(kit)["ivy"]
     assert (status, reason) == ("failed", "gave_up") and error is not None and "claimed" in error
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str], str]:
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out.splitlines(), out.err
+
+
+def test_health_and_the_sends_commands_show_failed_and_stuck_sends_and_act_on_them(
+    shop: tuple[Kit, Settings, Recorder], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kit, settings, smtp = shop
+    (settings.templates_dir / "cart_reminder.txt.j2").write_text(
+        "{% if customer.first_name == 'Ivy' %}{{ '{0}'.format() }}{% endif %}"
+    )
+    at = T0 + 2 * H
+    dispatch(kit, settings, at)
+    with kit.engine.begin() as conn:  # zoe's send: claimed by a worker that died on it
+        conn.execute(
+            update(sends).where(sends.c.customer_id == 3).values(status="sending", lease_until=at - H)
+        )
+    monkeypatch.setenv("JOURNEY_DATABASE_URL", str(kit.engine.url.render_as_string(hide_password=False)))
+    now = (at + 30 * (H / 60)).isoformat()
+    code, out, _ = run(capsys, "health", "--now", now, "--allow-no-tick", "--max-tick-age", "1d")
+    [line] = [x for x in out if x.startswith("sends: ")]
+    assert line == (
+        "sends: FAILED: 1 past their lease (stuck); failed in the last hour: 1 template "
+        "(journey sends list --status failed|stuck|failing)"
+    )
+    assert code == 1
+    code, out, err = run(capsys, "sends", "list", "--status", "failed", "--now", now)
+    [failed] = out
+    fields = failed.split("\t")
+    assert fields[1:7] == ["cart_abandonment", fields[2], "ivy", "failed", "template", "1"]
+    assert "cart_reminder.txt.j2:1: IndexError" in fields[8]
+    code, out, _ = run(
+        capsys, "sends", "list", "--status", "stuck", "--rule", "cart_abandonment", "--now", now
+    )
+    assert [x.split("\t")[3] for x in out] == ["zoe"]
+    assert run(capsys, "sends", "retry", "--reason", "template", "--now", now)[2] == "1 sends due again now\n"
+    assert by_customer(kit)["ivy"][:2] == ("due", None)
+    assert run(capsys, "sends", "cancel", fields[0], "--now", now)[2] == "1 sends cancelled\n"
+    assert by_customer(kit)["ivy"][:2] == ("cancelled", "manual")
+    code, out, _ = run(capsys, "sends", "retry", "--rule", "cart_abandonment", "--now", now)
+    assert by_customer(kit)["zoe"][:2] == ("due", None)

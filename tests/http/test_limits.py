@@ -15,7 +15,8 @@ from engine.http._protocol import with_header_timeout
 from engine.http.app import create_app
 from engine.http.serve import prepare
 from engine.settings import Settings
-from tests.support.http import Shop, served
+from tests.support.http import NOW, Shop, served
+from tests.support.kit import H
 from tests.support.services import ROOT
 
 
@@ -59,3 +60,34 @@ def test_the_generated_api_key_is_shown_on_the_first_start_only(tmp_path: Path) 
     assert prepare(settings, engine).generated_key is None  # never printed (nor logged) again
     assert prepare(settings.with_(api_key="chosen"), engine).generated_key is None
     engine.dispose()
+
+
+def test_metrics_report_stuck_failing_and_recently_failed_sends(shop: Shop) -> None:
+    from sqlalchemy import insert
+
+    from engine.db.schema import sends
+
+    base = {
+        "step": "0",
+        "occurrence": 0,
+        "template": "t",
+        "due_at": NOW,
+        "created_at": NOW,
+        "rule_id": "r",
+        "attempts": 1,
+        "reason": None,
+        "lease_until": None,
+        "failed_at": None,
+    }
+    rows = [
+        {"customer_id": 1, "status": "sending", "lease_until": NOW - H},
+        {"customer_id": 2, "status": "due", "reason": "retry", "attempts": 2},
+        {"customer_id": 3, "status": "failed", "reason": "template", "failed_at": NOW - H / 2},
+        {"customer_id": 4, "status": "failed", "reason": "template", "failed_at": NOW - 2 * H},
+    ]
+    with shop.engine.begin() as conn:
+        conn.execute(insert(sends), [{**base, **r} for r in rows])
+    body = shop.client.get("/metrics").text
+    assert "journey_sends_stuck 1.0" in body
+    assert "journey_sends_failing 1.0" in body
+    assert 'journey_sends_failed_last_hour{reason="template"} 1.0' in body
