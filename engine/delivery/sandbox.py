@@ -14,10 +14,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from jinja2 import nodes
+from jinja2 import nodes, pass_eval_context
 from jinja2.ext import Extension
-from jinja2.runtime import Context
+from jinja2.nodes import EvalContext
+from jinja2.runtime import Context, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import generate_lorem_ipsum
+from jinja2.visitor import NodeTransformer
+from markupsafe import soft_str
 
 #: the largest string or sequence a template may build in one operation (characters or items)
 MAX_SIZE = 1_000_000
@@ -38,7 +42,15 @@ class _Deadline(threading.local):
 
 
 class LoopLimit(Extension):
-    """Every `{% for %}` iterates through `guard`, which looks at the clock as it goes."""
+    """Every `{% for %}` iterates through `guard`, which looks at the clock as it goes; every `~`
+    joins through `concat`, which checks the size first."""
+
+    @pass_eval_context
+    def concat(self, eval_ctx: EvalContext, *parts: Any) -> str:
+        texts = [soft_str(p) for p in parts]
+        if sum(len(t) for t in texts) > MAX_SIZE:
+            raise RenderLimit(f"string too large: more than {MAX_SIZE:,} characters")
+        return markup_join(texts) if eval_ctx.autoescape else str_join(texts)
 
     def guard(self, iterable: Iterable[Any]) -> Iterator[Any]:
         env = self.environment
@@ -61,6 +73,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
         self._deadline = _Deadline()
         for name in ("center", "indent", "format", "replace", "wordwrap", "truncate"):
             self.filters[name] = _sized(self.filters[name])
+        self.globals["lipsum"] = _lipsum
 
     # ------------------------------------------------------------------------------- time
 
@@ -79,10 +92,8 @@ class Sandbox(ImmutableSandboxedEnvironment):
             raise RenderLimit("rendering took too long: is a loop running away?")
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
-        tree = super()._parse(source, name, filename)
-        guard = nodes.ExtensionAttribute(LoopLimit.identifier, "guard")
-        for loop in tree.find_all(nodes.For):
-            loop.iter = nodes.Call(guard, [loop.iter], [], None, None, lineno=loop.lineno)
+        tree = _Guards().visit(super()._parse(source, name, filename))
+        assert isinstance(tree, nodes.Template)
         tree.set_environment(self)
         return tree
 
@@ -122,6 +133,28 @@ class Sandbox(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         _check_binop(operator, left, right)
         return super().call_binop(context, operator, left, right)
+
+
+class _Guards(NodeTransformer):
+    """Loops iterate through LoopLimit.guard; `a ~ b` joins through LoopLimit.concat."""
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        self.generic_visit(node)
+        guard = nodes.ExtensionAttribute(LoopLimit.identifier, "guard")
+        node.iter = nodes.Call(guard, [node.iter], [], None, None, lineno=node.lineno)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        concat = nodes.ExtensionAttribute(LoopLimit.identifier, "concat")
+        return nodes.Call(concat, list(node.nodes), [], None, None, lineno=node.lineno)
+
+
+def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:  # noqa: A002
+    """Jinja's `lipsum`, at most 100 paragraphs of at most 1,000 words."""
+    if n > 100 or max > 1000 or min > 1000:
+        raise RenderLimit("lipsum: at most 100 paragraphs of at most 1,000 words")
+    return str(generate_lorem_ipsum(n, html, min, max))
 
 
 def _size(value: Any) -> int | None:
