@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from engine.cli import (
     customers,
@@ -85,6 +86,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except JourneyError as exc:
         click.echo(f"error: {exc}", err=True)
+        return 1
+    except (
+        OperationalError,
+        ProgrammingError,
+    ) as exc:  # the database, not the input: say which and what to do
+        first = str(exc.orig or exc).splitlines()[0][:300]
+        if "no such table" in first or ("relation" in first and "does not exist" in first):
+            click.echo("error: the database has no schema yet: run `journey db upgrade` first", err=True)
+        else:
+            click.echo(f"error: the database did not answer: {first}", err=True)
         return 1
     return int(result) if isinstance(result, int) else 0
 

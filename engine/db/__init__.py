@@ -5,6 +5,7 @@ Each dialect-specific form sits in one small function with the SQLite form besid
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Iterator, Sequence
@@ -39,16 +40,12 @@ from engine.db.schema import customers, meta
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def _owner_only(url: str) -> None:
-    """Create a new SQLite file readable by its owner alone (0600): it holds every customer and the
-    generated keys. SQLite gives its -wal and -shm files the database file's permissions."""
+def _new_file(url: str) -> str | None:
+    """The SQLite file of `url` when it does not exist yet (its first connection creates it)."""
     path = make_url(url).database
     if not path or path == ":memory:" or path.startswith("file:") or os.path.exists(path):
-        return
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    except OSError:
-        return  # a missing directory or a race: SQLite itself says what is wrong
+        return None
+    return path
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -60,12 +57,19 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     # INSERT … SELECT row counts are how the tick counts what it did
     kwargs.setdefault("execution_options", {"preserve_rowcount": True})
     if url.startswith("sqlite"):
-        _owner_only(url)
+        new = _new_file(url)
         kwargs.setdefault("connect_args", {"timeout": 30})
         engine = create_engine(url, **kwargs)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            nonlocal new
+            if new is not None:
+                # a file this engine created is its owner's alone (0600): it holds every customer
+                # and the generated keys; SQLite gives its -wal and -shm files the same permissions
+                with contextlib.suppress(OSError):
+                    os.chmod(new, 0o600)
+                new = None
             # Let SQLAlchemy, not pysqlite, decide when transactions begin (so BEGIN IMMEDIATE works).
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
@@ -189,10 +193,9 @@ def json_field(conn: Connection, column: ColumnElement[Any], key: str, kind: str
         if kind == "text":
             return _pg_typed(elem, as_text, "string")
         return type_coerce(as_text, String)
-    path = "$." + _sqlite_path_key(key)
-    value = func.json_extract(column, path)
-    kind_sql = func.json_type(column, path)
     from sqlalchemy import case
+
+    value, kind_sql = sqlite_json_key(column, key)
 
     if kind == "number":
         return type_coerce(case((kind_sql.in_(["integer", "real"]), cast(value, Float)), else_=None), Float)
@@ -211,8 +214,16 @@ def _pg_typed(elem: ColumnElement[Any], as_text: ColumnElement[Any], json_type: 
     return type_coerce(case((func.jsonb_typeof(elem) == json_type, value), else_=None), target)
 
 
-def _sqlite_path_key(key: str) -> str:
-    return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def sqlite_json_key(column: ColumnElement[Any], key: str) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+    """SQLite: the value of `key` in a JSON object column and its JSON type. A JSON path cannot
+    name a key holding `"` (SQLite has no escape for it there): such a key is found by json_each."""
+    if '"' not in key and "\\" not in key:
+        path = '$."' + key + '"'
+        return func.json_extract(column, path), func.json_type(column, path)
+    each = func.json_each(column).table_valued("key", "value", "type")
+    found = select(each.c.value).where(each.c.key == key).scalar_subquery()
+    kind = select(each.c.type).where(each.c.key == key).scalar_subquery()
+    return found, kind
 
 
 @contextmanager
