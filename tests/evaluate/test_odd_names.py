@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
@@ -29,6 +30,7 @@ def test_names_with_a_quote_match_on_both_databases(db: Engine, tmp_path: Path, 
     kit.rules(RULE)
     kit.tick(T0 - H)
     kit.identify("ada", T0 - H, **{'say "hi"': "gold" if quoted else "silver"})
-    kit.track("ada", "order_placed", T0, **{'gift "wrap"': "yes", "a\\b": 3, 'tags "x"': ["red", "blue"]})
+    props: dict[str, Any] = {'gift "wrap"': "yes", "a\\b": 3, 'tags "x"': ["red", "blue"]}
+    kit.track("ada", "order_placed", T0, **props)
     kit.tick(T0 + H)
     assert [s[1] for s in kit.sends()] == (["odd_thanks"] if quoted else [])
