@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from engine.cli import (
     customers,
@@ -96,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             click.echo("error: the database has no schema yet: run `journey db upgrade` first", err=True)
         else:
             click.echo(f"error: the database did not answer: {first}", err=True)
+        return 1
+    except DBAPIError as exc:  # a value the database refused: its reason, never the row's values
+        first = str(exc.orig or exc).splitlines()[0][:300]
+        click.echo(f"error: the database refused a statement: {first}", err=True)
         return 1
     return int(result) if isinstance(result, int) else 0
 
