@@ -57,7 +57,28 @@ def check(
             )
             out.append(("scheduler", ok, ("ok: " if ok else "stale: ") + text_))
         out.append(("deliverability", True, deliverability(engine, now)))
+        out.append(sends_line(engine, now))
     return out
+
+
+def sends_line(engine: Engine, now: datetime) -> tuple[str, bool, str]:
+    """Sends past their lease (unwell: a worker dies on them, or none runs), sends failing again
+    and again, and the last hour's failures by reason (`journey sends list` shows them)."""
+    from engine.delivery.troubles import troubles
+
+    t = troubles(engine, now)
+    parts = []
+    if t.stuck:
+        parts.append(f"{t.stuck:,} past their lease (stuck)")
+    if t.failing:
+        parts.append(f"{t.failing:,} failing repeatedly")
+    if t.failed_last_hour:
+        by = ", ".join(f"{n:,} {reason}" for reason, n in sorted(t.failed_last_hour.items()))
+        parts.append(f"failed in the last hour: {by}")
+    if not parts:
+        return ("sends", True, "ok: none stuck, failing or failed in the last hour")
+    hint = " (journey sends list --status failed|stuck|failing)"
+    return ("sends", t.stuck == 0, ("ok: " if t.stuck == 0 else "FAILED: ") + "; ".join(parts) + hint)
 
 
 def deliverability(engine: Engine, now: datetime) -> str:

@@ -7,8 +7,10 @@ tests, under CI=true it fails them.
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
@@ -85,3 +87,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.postgres)
         if fixtures & {"broker", "start_worker"}:
             item.add_marker(pytest.mark.redis)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """How many examples each fuzz test ran, and with which seed (tests/support/fuzz.py)."""
+    fuzzed = sys.modules.get("tests.support.fuzz")
+    for name, ran in getattr(fuzzed, "RAN", []):
+        terminalreporter.write_line(f"fuzz {name}: {ran} examples (seed {fuzzed.SEED})")  # type: ignore[union-attr]

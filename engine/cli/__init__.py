@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from engine.cli import (
     customers,
@@ -24,6 +25,7 @@ from engine.cli import (
     ops,
     reporting,
     rules,
+    sends,
     sim,
     suppressions,
 )
@@ -58,6 +60,7 @@ for command in (
     ops.run,
     ops.health,
     suppressions.suppressions,
+    sends.sends,
     customers.customers,
 ):
     cli.add_command(command)
@@ -83,6 +86,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except JourneyError as exc:
         click.echo(f"error: {exc}", err=True)
+        return 1
+    except (
+        OperationalError,
+        ProgrammingError,
+    ) as exc:  # the database, not the input: say which and what to do
+        first = str(exc.orig or exc).splitlines()[0][:300]
+        if "no such table" in first or ("relation" in first and "does not exist" in first):
+            click.echo("error: the database has no schema yet: run `journey db upgrade` first", err=True)
+        else:
+            click.echo(f"error: the database did not answer: {first}", err=True)
+        return 1
+    except DBAPIError as exc:  # a value the database refused: its reason, never the row's values
+        first = str(exc.orig or exc).splitlines()[0][:300]
+        click.echo(f"error: the database refused a statement: {first}", err=True)
         return 1
     return int(result) if isinstance(result, int) else 0
 

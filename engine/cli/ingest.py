@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import sys
 import time
 from datetime import UTC, datetime
@@ -36,11 +37,17 @@ def ingest(app: App, file: str, chunk_size: int) -> int:
     name = "-" if file == "-" else file
     stream: TextIO
     if file == "-":
-        stream = sys.stdin
+        # a byte that is not UTF-8 is that line's problem, not the stream's (see read_lines)
+        buffer = getattr(sys.stdin, "buffer", None)
+        stream = (
+            io.TextIOWrapper(buffer, encoding="utf-8", errors="surrogateescape")
+            if buffer is not None
+            else sys.stdin
+        )
         size = 0
     else:
         try:
-            stream = open(file, encoding="utf-8")  # noqa: SIM115 - closed below
+            stream = open(file, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise click.ClickException(f"{file}: {exc.strerror}") from None
         import os
@@ -63,7 +70,10 @@ def ingest(app: App, file: str, chunk_size: int) -> int:
                 aliases=app.event_aliases(),
             )
     finally:
-        if stream is not sys.stdin:
+        if file == "-":
+            if isinstance(stream, io.TextIOWrapper) and stream is not sys.stdin:
+                stream.detach()  # stdin itself stays open
+        else:
             stream.close()
     seconds = time.perf_counter() - started
     bad = len(result.rejected)

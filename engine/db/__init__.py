@@ -5,6 +5,8 @@ Each dialect-specific form sits in one small function with the SQLite form besid
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,12 +31,21 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.db.schema import customers, meta
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _new_file(url: str) -> str | None:
+    """The SQLite file of `url` when it does not exist yet (its first connection creates it)."""
+    path = make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:") or os.path.exists(path):
+        return None
+    return path
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -46,11 +57,19 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     # INSERT … SELECT row counts are how the tick counts what it did
     kwargs.setdefault("execution_options", {"preserve_rowcount": True})
     if url.startswith("sqlite"):
+        new = _new_file(url)
         kwargs.setdefault("connect_args", {"timeout": 30})
         engine = create_engine(url, **kwargs)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            nonlocal new
+            if new is not None:
+                # a file this engine created is its owner's alone (0600): it holds every customer
+                # and the generated keys; SQLite gives its -wal and -shm files the same permissions
+                with contextlib.suppress(OSError):
+                    os.chmod(new, 0o600)
+                new = None
             # Let SQLAlchemy, not pysqlite, decide when transactions begin (so BEGIN IMMEDIATE works).
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
@@ -174,10 +193,9 @@ def json_field(conn: Connection, column: ColumnElement[Any], key: str, kind: str
         if kind == "text":
             return _pg_typed(elem, as_text, "string")
         return type_coerce(as_text, String)
-    path = "$." + _sqlite_path_key(key)
-    value = func.json_extract(column, path)
-    kind_sql = func.json_type(column, path)
     from sqlalchemy import case
+
+    value, kind_sql = sqlite_json_key(column, key)
 
     if kind == "number":
         return type_coerce(case((kind_sql.in_(["integer", "real"]), cast(value, Float)), else_=None), Float)
@@ -196,8 +214,16 @@ def _pg_typed(elem: ColumnElement[Any], as_text: ColumnElement[Any], json_type: 
     return type_coerce(case((func.jsonb_typeof(elem) == json_type, value), else_=None), target)
 
 
-def _sqlite_path_key(key: str) -> str:
-    return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def sqlite_json_key(column: ColumnElement[Any], key: str) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+    """SQLite: the value of `key` in a JSON object column and its JSON type. A JSON path cannot
+    name a key holding `"` (SQLite has no escape for it there): such a key is found by json_each."""
+    if '"' not in key and "\\" not in key:
+        path = '$."' + key + '"'
+        return func.json_extract(column, path), func.json_type(column, path)
+    each = func.json_each(column).table_valued("key", "value", "type")
+    found = select(each.c.value).where(each.c.key == key).scalar_subquery()
+    kind = select(each.c.type).where(each.c.key == key).scalar_subquery()
+    return found, kind
 
 
 @contextmanager
@@ -232,15 +258,21 @@ def put_meta(conn: Connection, key: str, value: str, now: datetime) -> None:
 
 def get_or_create_secret(engine: Engine, name: str, *, nbytes: int = 32) -> str:
     """A secret stored in the database on first use, so every process of a fleet shares it."""
+    return secret_once(engine, name, nbytes=nbytes)[0]
+
+
+def secret_once(engine: Engine, name: str, *, nbytes: int = 32) -> tuple[str, bool]:
+    """The secret `name` and whether this call created it (so that it is shown once, then never)."""
     with engine.begin() as conn:
         row = conn.execute(select(meta.c.value).where(meta.c.key == name)).scalar()
         if row is not None:
-            return str(row)
+            return str(row), False
         value = secrets.token_urlsafe(nbytes)
-        conn.execute(
+        created = conn.execute(
             insert_ignore(conn, meta, ["key"]).values(key=name, value=value, updated_at=datetime.now(UTC))
-        )
-        return str(conn.execute(select(meta.c.value).where(meta.c.key == name)).scalar_one())
+        ).rowcount
+        stored = str(conn.execute(select(meta.c.value).where(meta.c.key == name)).scalar_one())
+        return stored, bool(created) and stored == value
 
 
 def customer_ids(conn: Connection, external_ids: Sequence[str]) -> dict[str, int]:

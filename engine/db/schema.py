@@ -231,11 +231,14 @@ sends = Table(
     Column("error", Text),
     Column("reason", String(64)),
     Column("message_id", String(255)),
+    #: when it ended `failed` (`journey health`: the last hour's failures by reason)
+    Column("failed_at", UTCDateTime()),
     UniqueConstraint("rule_id", "step", "customer_id", "occurrence"),
     Index("ix_sends_status_due", "status", "due_at"),
     Index("ix_sends_customer_sent", "customer_id", "sent_at"),
     #: delivery feedback finds a send by the Message-ID it went out with
     Index("ix_sends_message_id", "message_id"),
+    Index("ix_sends_failed_at", "failed_at"),
 )
 
 #: addresses that get no email (CONTRACT 10), one row per address with its strongest reason:

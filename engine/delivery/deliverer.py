@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from engine import logs
 from engine.db import get_or_create_secret
 from engine.db.schema import customers, sends
+from engine.delivery.boundary import failed_alone, give_up, worn_out
 from engine.delivery.channels import Channels
 from engine.delivery.channels.email import email_channel
 from engine.delivery.channels.webhook import WebhookChannel
@@ -39,7 +40,7 @@ from engine.delivery.policies import (
 from engine.delivery.render import Templates
 from engine.delivery.status import DeliveryStats, Outcome, Reason, SendRow, SendStatus
 from engine.delivery.tokens import Signer
-from engine.errors import DeliveryError, JourneyError, TemplateError
+from engine.errors import DeliveryError
 from engine.events import InternalEvent, record_events
 from engine.metrics import observe_send
 from engine.rules.loader import RuleSet
@@ -133,8 +134,8 @@ class Deliverer:
                     for row in rows[start : start + size]:
                         try:
                             item = self._prepare(ledger, row, facts, now, self.signer, stats)
-                        except JourneyError as exc:  # one bad send must not stop the batch
-                            self._broken(ledger, row, exc, stats)
+                        except Exception as exc:  # one bad send must not stop the batch
+                            failed_alone(ledger, row, exc, now, stats)
                             item = None
                         if item is None:
                             _record_outcome(row, stats.last, now)
@@ -170,19 +171,14 @@ class Deliverer:
             row = item.row
             try:
                 event = self._send(ledger, item, verdicts.get(row.id), facts, now, stats)
-            except JourneyError as exc:
-                self._broken(ledger, row, exc, stats)
+            except Exception as exc:
+                failed_alone(ledger, row, exc, now, stats)
                 event = None
             _record_outcome(row, stats.last, now)
             if event is not None:
                 sent_events.append(event)
                 if counts_for_cap(row):
                     facts.count_sent(row.customer_id, row.priority)
-
-    def _broken(self, ledger: Ledger, row: SendRow, exc: JourneyError, stats: DeliveryStats) -> None:
-        log.exception("send %s failed: %s", row.id, exc)
-        ledger.finish(row.id, SendStatus.FAILED, error=str(exc)[:1000], reason=Reason.ERROR)
-        stats.count(Outcome.FAILED, Reason.ERROR)
 
     # ------------------------------------------------------------------------------ one send
 
@@ -201,6 +197,9 @@ class Deliverer:
         except KeyError:
             ledger.finish(row.id, SendStatus.CANCELLED, reason=Reason.RULE_REMOVED)
             stats.count(Outcome.CANCELLED, Reason.RULE_REMOVED)
+            return None
+        if worn_out(row):
+            give_up(ledger, row, now, stats)
             return None
         customer: Any = facts.customers.get(row.customer_id)
         verdict = send_verdict(row, rule, customer, facts, self.ruleset.settings, now)
@@ -232,10 +231,6 @@ class Deliverer:
             compose(
                 item, self.templates, self.settings, self.ruleset.settings.webhook_url, customer, ctx, now
             )
-        except TemplateError as exc:
-            ledger.finish(row.id, SendStatus.FAILED, error=str(exc)[:1000], reason=Reason.TEMPLATE)
-            stats.count(Outcome.FAILED, Reason.TEMPLATE)
-            return None
         except DeliveryError as exc:
             self._failed_delivery(ledger, row, exc, now, stats)
             return None
@@ -298,7 +293,7 @@ class Deliverer:
     ) -> None:
         error = str(exc)[:1000]
         if exc.permanent:
-            ledger.finish(row.id, SendStatus.FAILED, error=error, reason=Reason.REFUSED)
+            ledger.finish(row.id, SendStatus.FAILED, error=error, reason=Reason.REFUSED, failed_at=now)
             if row.channel == "email" and exc.hard_bounce:  # no more email to this address
                 ledger.write(
                     customers.update()
@@ -308,7 +303,7 @@ class Deliverer:
             stats.count(Outcome.FAILED, Reason.REFUSED)
             return
         if row.attempts >= MAX_ATTEMPTS:
-            ledger.finish(row.id, SendStatus.FAILED, error=error, reason=Reason.GAVE_UP)
+            ledger.finish(row.id, SendStatus.FAILED, error=error, reason=Reason.GAVE_UP, failed_at=now)
             stats.count(Outcome.FAILED, Reason.GAVE_UP)
             return
         ledger.finish(

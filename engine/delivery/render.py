@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 from jinja2 import (
     BaseLoader,
     DictLoader,
+    Environment,
     FileSystemLoader,
     StrictUndefined,
     Template,
@@ -29,11 +30,11 @@ from jinja2 import (
 )
 from jinja2.exceptions import SecurityError
 from jinja2.exceptions import TemplateError as JinjaTemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.delivery.html import html_to_text, inline_css
 from engine.delivery.locales import fallbacks, variants
 from engine.delivery.money import format_money
+from engine.delivery.sandbox import RenderLimit, Sandbox
 from engine.errors import TemplateError
 
 
@@ -46,28 +47,25 @@ class Rendered:
     locale: str | None = None
 
 
-class _Env(ImmutableSandboxedEnvironment):
-    """The sandbox, refusing every dunder and private attribute with a clear message."""
+class _Files(FileSystemLoader):
+    """Template files read only when they are regular files inside the directory: a symbolic link
+    that leads elsewhere (`x.txt.j2 -> /etc/passwd`) is not a template."""
 
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        # `event.properties.items` means the key 'items', not the dict method
-        if isinstance(obj, dict) and attribute in obj:
-            return obj[attribute]
-        kind = type(obj)
-        if getattr(kind, "keys_only", False):  # event properties, customer attributes: data, not methods
-            return self.undefined(obj=obj, name=attribute)
-        if getattr(kind, "template_safe", False) and not attribute.startswith("_"):
-            # a class made for templates (the links): every public name on it is meant to be read
-            try:
-                return getattr(obj, attribute)
-            except AttributeError:
-                return self.undefined(obj=obj, name=attribute)
-        return super().getattr(obj, attribute)
+    def get_source(self, environment: Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
+        source, filename, uptodate = super().get_source(environment, template)
+        if not _inside(Path(self.searchpath[0]), Path(filename)):
+            raise TemplateNotFound(
+                template, f"'{template}' is not a regular file inside the templates directory"
+            )
+        return source, filename, uptodate
 
-    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
-        if attr.startswith("_"):
-            return False
-        return bool(super().is_safe_attribute(obj, attr, value))
+
+def _inside(root: Path, path: Path) -> bool:
+    """Whether `path` is a regular file that is, once links are followed, inside `root`."""
+    try:
+        return path.is_file() and path.resolve().is_relative_to(root.resolve())
+    except (OSError, ValueError):
+        return False
 
 
 class Templates:
@@ -93,10 +91,8 @@ class Templates:
         self._variants: dict[str, dict[str, str]] | None = None
         #: a snapshot (file name -> text) instead of the directory: what `snapshot` read
         self.sources = dict(sources) if sources is not None else None
-        loader: BaseLoader = (
-            DictLoader(self.sources) if self.sources is not None else FileSystemLoader(str(self.dir))
-        )
-        self.env = _Env(
+        loader: BaseLoader = DictLoader(self.sources) if self.sources is not None else _Files(str(self.dir))
+        self.env = Sandbox(
             loader=loader,
             undefined=StrictUndefined,
             autoescape=select_autoescape(enabled_extensions=("html.j2", "html"), default_for_string=False),
@@ -119,7 +115,7 @@ class Templates:
         inside = root.resolve()
         sources: dict[str, str] = {}
         for path in sorted(root.rglob("*.j2")):
-            if path.is_file() and path.resolve().is_relative_to(inside):
+            if _inside(inside, path):
                 try:
                     sources[path.relative_to(root).as_posix()] = path.read_text(encoding="utf-8")
                 except (OSError, UnicodeDecodeError):
@@ -145,7 +141,7 @@ class Templates:
             return name in self.sources
         known = self._files.get(name)
         if known is None:
-            known = self._files[name] = (self.dir / name).is_file()
+            known = self._files[name] = len(name) < 256 and _inside(self.dir, self.dir / name)
         return known
 
     def filenames(self) -> list[str]:
@@ -183,11 +179,12 @@ class Templates:
         try:
             return self.env.get_template(filename)
         except TemplateNotFound as exc:
-            raise TemplateError(f"template file '{exc.name}' not found", file=filename) from None
+            found = exc.message if exc.message and exc.message != exc.name else None
+            raise TemplateError(found or f"template file '{exc.name}' not found", file=filename) from None
         except TemplateSyntaxError as exc:
-            raise TemplateError(
-                f"syntax error: {exc.message}", file=exc.filename or filename, line=exc.lineno
-            ) from None
+            raise TemplateError(f"syntax error: {exc.message}", file=filename, line=exc.lineno) from None
+        except Exception as exc:  # a compile-time failure of any kind fails this template alone
+            raise TemplateError(_reason(exc), file=filename, line=_line_of(exc)) from None
 
     def _from_source(self, source: str, label: str) -> Template:
         """A template from a string of a rule file (a subject or block override)."""
@@ -195,6 +192,8 @@ class Templates:
             return self.env.from_string(source)
         except TemplateSyntaxError as exc:
             raise TemplateError(f"syntax error: {exc.message}", file=label, line=exc.lineno) from None
+        except Exception as exc:
+            raise TemplateError(_reason(exc), file=label) from None
 
     def _with_blocks(self, filename: str, blocks: Mapping[str, str]) -> Template:
         """`filename` with some of its `{% block %}`s replaced: a template that extends it."""
@@ -241,9 +240,9 @@ class Templates:
     ) -> str:
         if template is None:
             template = self._load(filename)
-        started = time.monotonic()
         out: list[str] = []
         size = 0
+        previous = self.env.start(self.max_seconds)
         try:
             for chunk in template.generate(**context):
                 out.append(chunk)
@@ -253,8 +252,11 @@ class Templates:
                         f"output passed {self.max_output_chars:,} characters: is a loop running away?",
                         file=filename,
                     )
-                if time.monotonic() - started > self.max_seconds:
-                    raise TemplateError(f"rendering took longer than {self.max_seconds} s", file=filename)
+                self.env.check_time()
+        except TemplateError:
+            raise
+        except RenderLimit as exc:
+            raise TemplateError(str(exc), file=filename, line=_line_of(exc)) from None
         except SecurityError as exc:
             raise TemplateError(
                 f"not allowed in a template: {exc}", file=filename, line=_line_of(exc)
@@ -265,8 +267,12 @@ class Templates:
             ) from None
         except JinjaTemplateError as exc:
             raise TemplateError(str(exc), file=filename, line=_line_of(exc)) from None
-        except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
-            raise TemplateError(f"{type(exc).__name__}: {exc}", file=filename, line=_line_of(exc)) from None
+        except RecursionError:
+            raise TemplateError("too deep: a template or macro calls itself", file=filename) from None
+        except Exception as exc:  # any other failure of a render fails that render alone
+            raise TemplateError(_reason(exc), file=filename, line=_line_of(exc)) from None
+        finally:
+            self.env.stop(previous)
         return "".join(out)
 
     def render(
@@ -324,6 +330,12 @@ class Templates:
 def _money(default: str | None, value: Any, currency: str | None = None) -> str:
     """The `money` filter: `{{ 89 | money }}` is `€89.00` when the shop's currency is EUR."""
     return format_money(value, currency or default)
+
+
+def _reason(exc: BaseException) -> str:
+    """An unexpected exception as one line: its type and message, bounded."""
+    text = " ".join(str(exc).split())[:300]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _line_of(exc: BaseException) -> int | None:

@@ -25,7 +25,7 @@ from sqlalchemy import (
     true,
 )
 
-from engine.db import is_postgres, json_field
+from engine.db import is_postgres, json_field, sqlite_json_key
 from engine.db.schema import customers, event_summary, events, unsubscribes
 from engine.rules.conditions import (
     AllCondition,
@@ -218,7 +218,7 @@ def _array_contains(ctx: Ctx, json_col: Any, key: str, value: Any) -> ColumnElem
             cast(literal(json.dumps([value])), JSONB)
         )
         return contained
-    each = func.json_each(json_col, "$." + '"' + key.replace('"', '\\"') + '"').table_valued("value")
+    each = func.json_each(sqlite_json_key(json_col, key)[0]).table_valued("value")
     return exists(select(literal(1)).select_from(each).where(each.c.value == value))
 
 

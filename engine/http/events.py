@@ -19,11 +19,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from engine.db import is_retryable
+from engine.errors import IngestError
 from engine.http.pages import read_limited
 from engine.http.service import Service
-from engine.ingest.parse import no_json_constants
-
-#: the largest body accepted, in bytes
+from engine.ingest.parse import MAX_DEPTH, no_json_constants, split_items
 from engine.ingest.store import IngestResult
 
 #: the largest body accepted, in bytes
@@ -58,6 +57,9 @@ def decode(body: bytes) -> list[Any]:
         raise ApiError(400, "the body is empty: send one event object or a list of them, as JSON")
     try:
         data = json.loads(text, parse_constant=no_json_constants)
+    except RecursionError:
+        # too deep to decode as a whole: decode the list item by item, so one item fails alone
+        data = [_decode_item(part) for part in split_items(text)]
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError as exc:
@@ -70,6 +72,15 @@ def decode(body: bytes) -> list[Any]:
             f"(and {BODY_LIMIT:,} bytes); send them in several requests",
         )
     return items
+
+
+def _decode_item(text: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=no_json_constants)
+    except RecursionError:
+        return IngestError(f"nested deeper than {MAX_DEPTH} levels")
+    except ValueError as exc:
+        return IngestError(f"not valid JSON: {exc}")
 
 
 def ingest_items(service: Service, items: list[Any], *, chunk_size: int = ITEM_LIMIT) -> IngestResult:

@@ -7,9 +7,10 @@ one is recorded.
 
 from __future__ import annotations
 
+import hashlib
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
 from engine.events import InternalEvent
@@ -78,11 +79,14 @@ def router(service: Service, pages: Pages) -> APIRouter:
         return RedirectResponse(url, status_code=302, headers=NO_STORE)
 
     @r.get("/r/{code}")
-    def referral(code: str) -> Response:
-        """Credit the referrer with a click and land on the shop with ?ref=CODE; an unknown code
-        lands there too, crediting no one."""
+    def referral(code: str, request: Request) -> Response:
+        """Credit the referrer with a click (once per visitor per link per day) and land on the
+        shop with ?ref=CODE; an unknown code lands there too, crediting no one."""
         landing = service.ruleset().settings.referral_landing_url
-        owned = credit_referral_click(service.engine, code.strip(), service.now())
+        host = request.client.host if request.client else ""
+        agent = request.headers.get("user-agent", "")
+        visitor = hashlib.sha256(f"{host}|{agent}".encode()).hexdigest()
+        owned = credit_referral_click(service.engine, code.strip(), service.now(), visitor)
         target = with_ref(landing, owned) if owned is not None else landing
         return RedirectResponse(target, status_code=302, headers=NO_STORE)
 

@@ -158,3 +158,25 @@ class QueueLagCollector:
         except Exception:  # a scrape must answer even when the database does not; /healthz says why
             return
         yield family
+        yield from self._troubles()
+
+    def _troubles(self) -> Iterator[GaugeMetricFamily]:
+        """Sends past their lease, failing repeatedly, and failed in the last hour by reason."""
+        from engine.delivery.troubles import troubles
+
+        try:
+            t = troubles(self.engine, self.now())
+        except Exception:  # as above
+            return
+        stuck = GaugeMetricFamily("journey_sends_stuck", "sends 'sending' past their lease")
+        stuck.add_metric([], t.stuck)
+        failing = GaugeMetricFamily(
+            "journey_sends_failing", "sends due again after failing twice or more for our own reasons"
+        )
+        failing.add_metric([], t.failing)
+        failed = GaugeMetricFamily(
+            "journey_sends_failed_last_hour", "sends that ended failed in the last hour", labels=["reason"]
+        )
+        for reason, n in sorted(t.failed_last_hour.items()):
+            failed.add_metric([reason], n)
+        yield from (stuck, failing, failed)

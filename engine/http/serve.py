@@ -8,8 +8,9 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from engine.db import current_revision, get_or_create_secret
+from engine.db import current_revision, secret_once
 from engine.errors import JourneyError
+from engine.http._protocol import HEADER_TIMEOUT, with_header_timeout
 from engine.http.app import create_app
 from engine.rules.loader import load_ruleset
 from engine.settings import Settings
@@ -18,7 +19,7 @@ from engine.settings import Settings
 @dataclass(frozen=True)
 class Prepared:
     app: FastAPI
-    #: the API key generated and stored on this start, when none was configured
+    #: the API key generated and stored on this start (the first), when none was configured
     generated_key: str | None
 
 
@@ -28,10 +29,22 @@ def prepare(settings: Settings, engine: Engine) -> Prepared:
     if current_revision(engine) is None:
         raise JourneyError("the database has no schema yet: run `journey db upgrade` first")
     load_ruleset(settings.rules_dir, settings.templates_dir)
-    key = get_or_create_secret(engine, "api_key") if settings.api_key is None else None
+    key = None
+    if settings.api_key is None:
+        value, created = secret_once(engine, "api_key")
+        key = value if created else None  # shown once, on creation; never logged again
     return Prepared(create_app(settings, engine=engine), key)
 
 
-def run(app: FastAPI, *, host: str, port: int) -> None:
-    """Serve until stopped; access logs are the app's own JSON lines."""
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)
+def run(app: FastAPI, *, host: str, port: int, header_timeout: float = HEADER_TIMEOUT) -> None:
+    """Serve until stopped; access logs are the app's own JSON lines. A client has
+    `header_timeout` seconds to send a request's headers."""
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        http=with_header_timeout(header_timeout),
+    )

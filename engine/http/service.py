@@ -89,6 +89,10 @@ class Service:
         if not isinstance(payload, dict) or any(k not in payload for k in keys):
             return None
         for key in ("c", "s"):
-            if key in keys and (isinstance(payload[key], bool) or not isinstance(payload[key], int)):
+            if key in keys and (
+                isinstance(payload[key], bool)
+                or not isinstance(payload[key], int)
+                or not 0 <= payload[key] < 2**63  # a database id (bigint)
+            ):
                 return None
         return payload

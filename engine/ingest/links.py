@@ -5,7 +5,8 @@ routes verify the signed link and call these."""
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+import re
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, or_, select, update
@@ -16,6 +17,8 @@ from engine.events import InternalEvent, record_events
 
 #: referral codes are short; anything longer is not one
 CODE_LIMIT = 64
+#: a code holds no control character (a NUL never reaches the database)
+CODE_CHARS = re.compile(r"[^\x00-\x1f\x7f]+")
 
 
 def record_survey_answer(
@@ -97,9 +100,15 @@ def click_message_id(send_id: int, url: str) -> str:
     return f"email_clicked:{send_id}:{hashlib.sha1(url.encode()).hexdigest()[:12]}"
 
 
-def credit_referral_click(engine: Engine, code: str, now: datetime) -> str | None:
-    """Record `referral_clicked` on the code's owner; returns the code as stored, or None."""
-    if not code or len(code) > CODE_LIMIT:
+#: a visitor's clicks on one referral link count once within this window
+CLICK_WINDOW = timedelta(days=1)
+
+
+def credit_referral_click(engine: Engine, code: str, now: datetime, visitor: str = "") -> str | None:
+    """Record `referral_clicked` on the code's owner, once per `visitor` (an opaque digest of who
+    clicked) per link per CLICK_WINDOW; returns the code as stored, or None (an unknown code, or
+    one that cannot be a code)."""
+    if not code or len(code) > CODE_LIMIT or not CODE_CHARS.fullmatch(code):
         return None
     with write_tx(engine) as conn:
         row = conn.execute(
@@ -109,7 +118,14 @@ def credit_referral_click(engine: Engine, code: str, now: datetime) -> str | Non
         ).first()
         if row is None:
             return None
+        window = int(now.timestamp() // CLICK_WINDOW.total_seconds())
+        key = hashlib.sha1(f"{row.referral_code}:{visitor}:{window}".encode()).hexdigest()[:24]
         record_events(
-            conn, [InternalEvent(row.id, "referral_clicked", now, {"code": row.referral_code}, None)]
+            conn,
+            [
+                InternalEvent(
+                    row.id, "referral_clicked", now, {"code": row.referral_code}, f"referral_clicked:{key}"
+                )
+            ],
         )
         return str(row.referral_code)

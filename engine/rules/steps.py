@@ -6,20 +6,38 @@ step tree.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Discriminator, Field, Tag, field_validator, model_validator
 
 from engine.rules.conditions import Condition, Scalar, Strict
 from engine.rules.durations import Duration
+
+#: a template name: the start of its files' names (`NAME.subject.j2`), inside the templates directory
+_TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+
+
+def template_name(value: str) -> str:
+    """`value` when it can name a template; a clear error for a path, a dot or a long name."""
+    if not _TEMPLATE_NAME.fullmatch(value):
+        shown = value if len(value) <= 60 else value[:60] + "…"
+        raise ValueError(
+            f"'{shown}' is not a template name (letters, digits, _ and -, at most 100, as in "
+            "cart_reminder; no path: templates are files inside the templates directory)"
+        )
+    return value
+
+
+TemplateName = Annotated[str, AfterValidator(template_name)]
 
 
 class SendSpec(Strict):
     """`send: {template: NAME, subject: "…", blocks: {NAME: "…"}}`: a template with overrides, so
     that a variant of a split differs from another by its subject or a block, not by a copy."""
 
-    template: str = Field(min_length=1)
+    template: TemplateName
     #: a Jinja template string rendered like NAME.subject.j2, in its place
     subject: str | None = Field(default=None, min_length=1)
     #: Jinja source for `{% block NAME %}` of the template's bodies, in place of the template's own
@@ -42,7 +60,8 @@ def _send_tag(value: Any) -> str:
 
 class SendStep(Strict):
     send: Annotated[
-        Annotated[str, Tag("<name>")] | Annotated[SendSpec, Tag("<spec>")], Discriminator(_send_tag)
+        Annotated[TemplateName, Tag("<name>")] | Annotated[SendSpec, Tag("<spec>")],
+        Discriminator(_send_tag),
     ]
     channel: Literal["email", "webhook"] = "email"
     #: webhook channel: where to POST (default: `webhook_url` in settings.yaml)

@@ -12,7 +12,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
 from engine.errors import Problem
 from engine.rules.model import KNOWN_KEYS
@@ -38,6 +39,43 @@ def display(path: Path) -> str:
         return str(path)
 
 
+#: the most values a file may hold once its aliases are expanded, and how deep they may nest
+MAX_VALUES = 100_000
+MAX_DEPTH = 50
+#: the longest number a file may hold, in digits
+MAX_DIGITS = 100
+
+
+def _too_big(data: Any) -> tuple[int, int, str] | None:
+    """(line, column, reason) when `data` is too large once aliases are expanded (a "billion
+    laughs"), nests too deep, or holds a number too long; the walk stops at the limit."""
+    count = 0
+    stack: list[tuple[Any, int, tuple[int, int]]] = [(data, 1, (1, 1))]
+    while stack:
+        node, depth, where = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            return (
+                *where,
+                f"more than {MAX_VALUES:,} values once aliases are expanded: is an alias repeated?",
+            )
+        if depth > MAX_DEPTH:
+            return (*where, f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(node, int) and not isinstance(node, bool) and node.bit_length() > MAX_DIGITS * 3.33:
+            return (*where, f"a number longer than {MAX_DIGITS} digits")
+        if isinstance(node, CommentedMap):
+            for key, value in node.items():
+                pos = node.lc.data.get(key) if node.lc.data else None
+                at = (pos[2] + 1, pos[3] + 1) if pos else where
+                stack.append((value, depth + 1, at))
+        elif isinstance(node, CommentedSeq):
+            for i, value in enumerate(node):
+                pos = node.lc.data.get(i) if node.lc.data else None
+                at = (pos[0] + 1, pos[1] + 1) if pos else where
+                stack.append((value, depth + 1, at))
+    return None
+
+
 def _plain(node: Any) -> Any:
     if isinstance(node, dict):
         return {str(k): _plain(v) for k, v in node.items()}
@@ -61,8 +99,10 @@ class RuleFile:
         self.data: Any = None
         yaml = YAML(typ="rt")
         yaml.allow_duplicate_keys = False
+        text = ""
         try:
-            self.data = yaml.load(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+            self.data = yaml.load(text)
         except MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -72,6 +112,22 @@ class RuleFile:
             self.problems.append(Problem(self.name, line, col, f"YAML: {what}"))
         except UnicodeDecodeError:
             self.problems.append(Problem(self.name, 1, 1, "not UTF-8 text"))
+        except RecursionError:
+            self.problems.append(Problem(self.name, 1, 1, f"YAML: nested deeper than {MAX_DEPTH} levels"))
+        except YAMLError as exc:  # a character YAML refuses (NUL), or anything else its reader says
+            line, col, what = 1, 1, " ".join(str(getattr(exc, "problem", None) or exc).split())[:200]
+            if isinstance(exc, ReaderError):  # where the character is, by its position in the text
+                before = text[: exc.position]
+                line, col = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+                what = f"character U+{ord(exc.character) if isinstance(exc.character, str) else exc.character:04X} is not allowed"
+            self.problems.append(Problem(self.name, line, col, f"YAML: {what}"))
+        except (ValueError, OverflowError):  # a number too long to read
+            self.problems.append(Problem(self.name, 1, 1, f"YAML: a number longer than {MAX_DIGITS} digits"))
+        else:
+            if (found := _too_big(self.data)) is not None:
+                line, col, what = found
+                self.problems.append(Problem(self.name, line, col, f"YAML: {what}"))
+                self.data = None
 
     def at(self, loc: tuple[Any, ...], *, key: bool = False) -> tuple[int, int]:
         """Line and column (1-based) of the node at `loc`; the key itself when `key`."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from engine.delivery.tokens import Signer
 from engine.http.links import PIXEL
 from tests.support.http import AUTH, NOW, SECRET, Shop, expired_token
@@ -13,8 +15,11 @@ def test_a_referral_click_is_credited_and_lands_with_ref(shop: Shop) -> None:
     assert r.headers["location"] == "https://shop.example.com/welcome?src=mail&ref=ADA12345"
     [event] = shop.events("referral_clicked")
     assert (event.customer_id, event.properties, event.ts) == (shop.customer_id(), {"code": "ADA12345"}, NOW)
-    shop.client.get("/r/ADA12345", follow_redirects=False)
-    assert shop.count("referral_clicked") == 2  # every click counts
+    for _ in range(50):  # the same visitor again and again: one click within the day
+        shop.client.get("/r/ADA12345", follow_redirects=False)
+    assert shop.count("referral_clicked") == 1
+    shop.client.get("/r/ADA12345", follow_redirects=False, headers={"user-agent": "another browser"})
+    assert shop.count("referral_clicked") == 2  # another visitor counts
 
 
 def test_an_unknown_referral_code_lands_without_crediting_anyone(shop: Shop) -> None:
@@ -106,3 +111,23 @@ def test_links_from_a_preview_work_and_record_nothing(shop: Shop) -> None:
         0
     ] * 4
     assert shop.opt_outs() == []
+
+
+@pytest.mark.parametrize("path", ["/r/%00", "/r/A%00B", "/r/%01%7f", "/r/" + "A" * 500])
+def test_a_malformed_referral_path_lands_without_crediting_anyone(shop: Shop, path: str) -> None:
+    r = shop.client.get(path, follow_redirects=False)
+    assert (r.status_code, r.headers["location"]) == (302, "https://shop.example.com/welcome?src=mail")
+    assert shop.count("referral_clicked") == 0
+
+
+@pytest.mark.parametrize("route", ["/u/{t}", "/preferences/{t}", "/s/{t}", "/c/{t}", "/o/{t}.gif"])
+def test_a_signed_token_whose_customer_id_is_not_a_database_id_is_an_invalid_link(
+    shop: Shop, route: str
+) -> None:
+    signer = Signer(SECRET)
+    purpose = {"/u/": "unsubscribe", "/pr": "preferences", "/s/": "survey", "/c/": "click", "/o/": "open"}[
+        route[:3]
+    ]
+    payload = {"c": 2**70, "s": 2**70, "r": "cart", "u": "https://shop.example.com/", "q": "nps"}
+    r = shop.client.get(route.format(t=signer.sign(purpose, payload)), follow_redirects=False)
+    assert r.status_code in (200, 404), r.text  # the pixel answers its GIF; the others, an invalid link

@@ -140,10 +140,11 @@ def expired_token(purpose: str, payload: dict[str, Any], age_s: int) -> str:
 
 
 @contextmanager
-def served(app: Any) -> Iterator[str]:
-    """Serve an ASGI app over real HTTP on a free loopback port; yields its base URL."""
+def served(app: Any, **config: Any) -> Iterator[str]:
+    """Serve an ASGI app over real HTTP on a free loopback port; yields its base URL. `config`
+    goes to uvicorn's Config (`http=` a protocol class)."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
