@@ -19,7 +19,8 @@ from engine.db.schema import customers, sends, suppressions, unsubscribes
 from engine.delivery.policies import Looked, look_verdicts
 from engine.delivery.status import SendRow, SendStatus
 
-#: a send claimed by a worker that died is taken back after this long
+#: a send claimed by a worker that died is taken back after this long (the default of
+#: JOURNEY_SEND_LEASE)
 LEASE = timedelta(minutes=5)
 
 
@@ -40,9 +41,9 @@ def claim_batch(engine: Engine, ids: Sequence[int], now: datetime, lease: timede
 class Ledger:
     """A batch's reads and writes of the sends ledger, each change a compare-and-set from 'sending'.
 
-    'sent' marks wait and travel together with the next group's look, or with the next other
-    change, or the end of the batch: one round trip per group of messages besides the channel's.
-    Until then, and if the worker dies, those sends are 'sending' and go again after their lease.
+    A 'sent' mark is written (committed) as soon as the channel accepted the message, before the
+    next message leaves: a worker killed mid-batch leaves at most the one message it was handing
+    over unmarked ('sending'), which goes again, with the same Message-ID, after its lease.
     `Ledger.open(engine)` gives the form for the engine's database: `_PostgresLedger` or
     `_SqliteLedger`, side by side below.
     """
@@ -96,7 +97,7 @@ class Ledger:
         return bool(self.write(_cas(send_id, status, values)))
 
     def sent(self, send_id: int, *, sent_at: datetime, subject: str, response: str, message_id: str) -> None:
-        """sending → sent, written with the next statement."""
+        """sending → sent, committed before this returns (so before the next message leaves)."""
         self._marks.append(
             {
                 "mark_id": send_id,
@@ -106,6 +107,7 @@ class Ledger:
                 "mark_message_id": message_id,
             }
         )
+        self.flush()
 
     def flush(self) -> None:
         """Write the waiting 'sent' marks now."""
@@ -142,18 +144,14 @@ class _PostgresLedger(Ledger):
             self.conn.exec_driver_sql(PG_MARK_SENT, _columns(marks))
 
     def look(self, items: Sequence[Looked]) -> dict[int, str | None]:
-        """The waiting 'sent' marks ride along as a data-modifying CTE: one round trip."""
+        """One round trip: the four reads of PG_LOOK as one statement."""
+        self.flush()
         params: dict[str, Any] = {
             "look_send": [item.send_id for item in items],
             "look_customer": sorted({item.customer_id for item in items}),
             "look_address": _addresses(items),
         }
-        query = PG_LOOK
-        if self._marks:
-            params.update(_columns(self._marks))
-            self._marks = []
-            query = PG_MARK_SENT_AND_LOOK
-        return look_verdicts(items, list(self.conn.exec_driver_sql(query, params)))
+        return look_verdicts(items, list(self.conn.exec_driver_sql(PG_LOOK, params)))
 
 
 class _SqliteLedger(Ledger):
@@ -268,8 +266,6 @@ WHERE customer_id = ANY(%(look_customer)s::bigint[])
 UNION ALL
 SELECT 4, NULL, NULL, address_hash, reason FROM suppressions
 WHERE address_hash = ANY(%(look_address)s::text[])"""
-
-PG_MARK_SENT_AND_LOOK = f"WITH mark_sent AS ({PG_MARK_SENT}\nRETURNING sends.id)\n{PG_LOOK}"
 
 
 def _cas(send_id: int, status: SendStatus, values: dict[str, Any]) -> Any:
