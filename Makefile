@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint typecheck unit bench clean browser
+.PHONY: install demo test test-fast lint typecheck unit bench clean browser install-check smtp-sink
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
@@ -40,7 +40,12 @@ COVERAGE_MIN := 92
 unit: $(STAMP) browser
 	$(BIN)/pytest -q --cov --cov-report=term --cov-fail-under=$(COVERAGE_MIN)
 
-test: lint typecheck unit
+# the production install (no dev extras, what the Dockerfile runs) starts a worker on Redis and on
+# RabbitMQ, a scheduler and the API, each answering; pip's cache makes a second run quick
+install-check: $(STAMP)
+	$(BIN)/python -m tests.install_check
+
+test: lint typecheck unit install-check
 
 # no services, no subprocesses: under a minute
 test-fast: $(STAMP)
