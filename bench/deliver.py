@@ -418,19 +418,13 @@ def main() -> None:
             before = server.count()
             cpu = cpu_seconds([p.pid for p in procs])
             t = time.perf_counter()
-            print(
-                "DEBUG",
-                dispatch_due(
-                    engine,
-                    settings,
-                    now=datetime.now(UTC),
-                    enqueue=celery_enqueuer(settings),
-                    batch_size=args.batch,
-                    limit=args.sends,
-                ),
-                r.llen("email"),
-                server.count(),
-                flush=True,
+            dispatch_due(
+                engine,
+                settings,
+                now=datetime.now(UTC),
+                enqueue=celery_enqueuer(settings),
+                batch_size=args.batch,
+                limit=args.sends,
             )
             # watch the SMTP server's count while it grows (a count of the ledger is a query that
             # competes with the workers for the same cores), then the ledger: every send marked sent
