@@ -49,17 +49,17 @@ class DispatchStats:
         return out
 
 
-def recover(engine: Engine, *, now: datetime, lease: timedelta = LEASE) -> int:
-    """Take back sends whose worker died (`sending` past its lease) or whose task was lost."""
+def recover(engine: Engine, *, now: datetime, lease: timedelta = LEASE, queued: bool = True) -> int:
+    """Take back sends whose worker died (`sending` past its lease) or, with `queued`, whose task
+    was lost (`queued` for longer than the lease: for enqueuers that cannot count their queue,
+    see `republish`, which does it sooner and never takes back a task still waiting its turn)."""
+    lost = and_(sends.c.status == SendStatus.SENDING, sends.c.lease_until < now)
+    if queued:
+        lost = or_(lost, and_(sends.c.status == SendStatus.QUEUED, sends.c.queued_at < now - lease))
     with write_tx(engine) as conn:
         n = conn.execute(
             sends.update()
-            .where(
-                or_(
-                    and_(sends.c.status == SendStatus.SENDING, sends.c.lease_until < now),
-                    and_(sends.c.status == SendStatus.QUEUED, sends.c.queued_at < now - lease),
-                )
-            )
+            .where(lost)
             .values(status=SendStatus.DUE, lease_until=None, reason=Reason.RECOVERED)
         ).rowcount
     return int(n or 0)
@@ -166,7 +166,10 @@ def dispatch_due(
     """Take back what a dead worker held, publish again what a broker lost, then claim due sends
     and hand them over in batches. A batch that cannot be published goes back to due at once,
     with the rest of its claim, and the error is raised (the next dispatch tries again)."""
-    stats = DispatchStats(recovered=recover(engine, now=now, lease=lease or settings.send_lease))
+    counts = enqueue is not None and hasattr(enqueue, "waiting")  # then `republish` finds lost tasks
+    stats = DispatchStats(
+        recovered=recover(engine, now=now, lease=lease or settings.send_lease, queued=not counts)
+    )
     if enqueue is None and deliverer is None:
         deliverer = Deliverer.create(engine, settings, ruleset)
     if enqueue is not None:
