@@ -244,27 +244,18 @@ class PgControl:
 
         self.pgserver = pgserver
         self.admin_url, _ = stack.enter_context(pgserver.own_server(memory_bytes=1 << 30))
+        admin = make_engine(self.admin_url)
+        with admin.connect() as conn:
+            self.data = str(conn.execute(text("SHOW data_directory")).scalar_one())
+        admin.dispose()
 
     def restart(self) -> None:
-        out = subprocess.run(
-            ["pgrep", "-f", f"-p {self.admin_url.rsplit(':', 1)[1].split('/')[0]}"],
-            capture_output=True,
-            text=True,
-        )
-        # the postmaster is the oldest match; an immediate stop is a crash for its clients
-        pids = sorted(int(p) for p in out.stdout.split())
-        data = None
-        for pid in pids:
-            try:
-                data = Path(f"/proc/{pid}/cwd").resolve()
-                break
-            except OSError:
-                continue
+        """An immediate stop (a crash, for its clients) and a start."""
         bindir = self.pgserver.find_bindir()
-        assert bindir is not None and data is not None
+        assert bindir is not None
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         subprocess.run(
-            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "restart"],
+            [*prefix, str(bindir / "pg_ctl"), "-D", self.data, "-m", "immediate", "-w", "restart"],
             stdout=subprocess.DEVNULL,
             check=True,
         )
@@ -396,13 +387,14 @@ def run(
         ids[mid] = ids.get(mid, 0) + 1
     firsts = sorted({mid: t for mid, t in reversed(seen)}.values())
     gaps = [b - a for a, b in zip([started, *firsts], firsts, strict=False)]
-    # copies after the first, counted against the fault that came before the copy
+    # each extra copy is counted against the fault that cut its first copy's 'sent' mark: the
+    # first fault at or after the first copy arrived (a copy goes again only after the lease)
     extra_per_fault: dict[str, int] = {}
     first_at: dict[bytes, float] = {}
     for mid, t in seen:
         if mid in first_at:
-            before = [f for f in faults if f.at <= t]
-            kind = before[-1].kind if before else "none"
+            after = [f for f in faults if f.at >= first_at[mid] - 0.5]
+            kind = after[0].kind if after else "none"
             extra_per_fault[kind] = extra_per_fault.get(kind, 0) + 1
         else:
             first_at[mid] = t
@@ -446,7 +438,10 @@ def main() -> None:
         own_pg=args.own_pg,
     )
     print("\n".join(outcome.lines()))
-    sys.exit(0 if outcome.lost == 0 and outcome.extra_copies <= outcome.killed_sending else 1)
+    # a PostgreSQL crash may forget the marks of its last moments (asynchronous commit): its copies
+    # are shown apart, and not held to the one-per-killed-process bound
+    bounded = outcome.extra_copies - outcome.extra_per_fault.get("postgres", 0)
+    sys.exit(0 if outcome.lost == 0 and bounded <= outcome.killed_sending else 1)
 
 
 if __name__ == "__main__":
