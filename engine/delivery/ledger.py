@@ -138,6 +138,40 @@ class _PostgresLedger(Ledger):
     def _execute(self, statement: Any, params: Any = None) -> int:
         return int(self.conn.execute(statement, params).rowcount or 0)
 
+    #: a 'sent' mark sent to the server whose answer is not read yet (see `sent`)
+    _pending: Any = None
+
+    @property
+    def conn(self) -> Connection:
+        self._settle()
+        return super().conn
+
+    def sent(self, send_id: int, *, sent_at: datetime, subject: str, response: str, message_id: str) -> None:
+        """Pipelined: the UPDATE (autocommit) is in the server's hands before this returns, and its
+        answer is read before the connection's next use. A worker killed right after still has
+        its mark committed: the server runs what it received."""
+        conn = self.conn  # settles the previous mark
+        pgconn = conn.connection.driver_connection.pgconn  # type: ignore[union-attr]
+        values = (sent_at.isoformat(), subject, response, message_id, str(send_id))
+        pgconn.send_query_params(PG_MARK_ONE, [v.encode() for v in values])
+        self._pending = pgconn
+
+    def _settle(self) -> None:
+        """Read the answer of the pipelined mark; a mark the server refused is an error here."""
+        pgconn, self._pending = self._pending, None
+        if pgconn is None:
+            return
+        from psycopg import pq
+
+        failed = None
+        while (result := pgconn.get_result()) is not None:
+            if result.status != pq.ExecStatus.COMMAND_OK:
+                failed = (result.error_message or b"").decode(errors="replace")
+        if failed is not None or pgconn.status != pq.ConnStatus.OK:
+            raise OSError(
+                f"a 'sent' mark was not written: {failed or 'the connection to the database dropped'}"
+            )
+
     def flush(self) -> None:
         if self._marks:
             marks, self._marks = self._marks, []
@@ -251,6 +285,10 @@ FROM unnest(%(mark_id)s::bigint[], %(mark_sent_at)s::timestamptz[], %(mark_subje
             %(mark_response)s::text[], %(mark_message_id)s::text[])
      AS m (id, sent_at, subject, response, message_id)
 WHERE sends.id = m.id AND sends.status = 'sending'"""
+
+PG_MARK_ONE = b"""UPDATE sends SET status = 'sent', lease_until = NULL, error = NULL,
+    sent_at = $1::timestamptz, subject = $2::text, response = $3::text, message_id = $4::text
+WHERE id = $5::bigint AND status = 'sending'"""
 
 #: (1, send id, attempts) for each send still 'sending'; (2, customer id, 1 when bounced) for each
 #: customer that exists; (3, customer id, -, channel, topic) for each of their unsubscribes;
