@@ -68,10 +68,11 @@ class Ledger:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        conn = self.conn
+        conn = self._conn
+        assert conn is not None
         try:
             self.flush()
-            self._release(conn)
+            self._release(self.conn)  # `conn` settles what is pending first (PostgreSQL)
         finally:
             self._conn = None
             conn.close()
@@ -125,7 +126,7 @@ class _PostgresLedger(Ledger):
     """One autocommit connection for the batch whose commits do not wait for the disk flush
     (synchronous_commit off for this session, reset at the end: a database crash may forget the
     last few hundred milliseconds of marks, whose sends then go again with the same Message-ID).
-    The statements run for every group are plain SQL with arrays: nothing to build per group."""
+    The statements run for every group or message are plain SQL: nothing to build each time."""
 
     def _connect(self) -> Connection:
         conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
