@@ -4,6 +4,7 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 
+# the production install, exactly as `make install-check` makes and starts it (no dev extras)
 COPY pyproject.toml README.md ./
 COPY engine ./engine
 COPY workers ./workers

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint typecheck unit bench clean browser
+.PHONY: install demo test test-fast lint typecheck unit bench clean browser install-check smtp-sink bench-deliver
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
@@ -34,13 +34,28 @@ browser:
 	      || echo "could not install chromium: the browser tests will say so"; \
 	    else echo "chromium is not installed: the browser tests will say so"; fi; }
 
+# bench/deliver.py's SMTP server: postfix's smtp-sink (a C server), installed like Chromium above;
+# the bench falls back to aiosmtpd, and says so, when it is missing
+smtp-sink:
+	@command -v smtp-sink >/dev/null 2>&1 || test -x /usr/sbin/smtp-sink || \
+	  { if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	      (echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections && \
+	       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null) \
+	      || echo "could not install postfix: bench/deliver.py will use aiosmtpd"; \
+	    else echo "postfix's smtp-sink is not installed: bench/deliver.py will use aiosmtpd"; fi; }
+
 #: the share of engine/ and workers/ the suite must run (measured with the suite in-process)
 COVERAGE_MIN := 92
 
 unit: $(STAMP) browser
 	$(BIN)/pytest -q --cov --cov-report=term --cov-fail-under=$(COVERAGE_MIN)
 
-test: lint typecheck unit
+# the production install (no dev extras, what the Dockerfile runs) starts a worker on Redis and on
+# RabbitMQ, a scheduler and the API, each answering; pip's cache makes a second run quick
+install-check: $(STAMP)
+	$(BIN)/python -m tests.install_check
+
+test: lint typecheck unit install-check
 
 # no services, no subprocesses: under a minute
 test-fast: $(STAMP)
@@ -48,6 +63,9 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/evaluate.py
+
+bench-deliver: $(STAMP) smtp-sink
+	$(BIN)/python bench/deliver.py
 
 clean:
 	rm -rf $(VENV) journey.db outbox .mypy_cache .pytest_cache .ruff_cache

@@ -2,20 +2,28 @@
 
     python bench/deliver.py [--sends 20000] [--workers 2]
 
-N due sends are delivered to a local SMTP server (aiosmtpd) by worker processes on Redis, with
-batches of send ids per task; in the same run, N no-op tasks are enqueued one per message and
-drained by the same workers. Prints both rates and their ratio.
+N due sends (the shipped cart reminder: layout, inlined CSS, unsubscribe links) are delivered to a
+local SMTP server by worker processes on Redis, with batches of send ids per task; in the same
+run, N no-op tasks are enqueued one per message and drained by the same workers. Prints both
+rates, their ratio, the workers' CPU time per message, and what the SMTP server takes alone.
+
+The SMTP server is postfix's `smtp-sink` (a C server: `make smtp-sink` installs it), so that the
+figures measure Journey, not the server; without it the bench falls back to aiosmtpd, a pure-Python
+server that saturates well below the workers, and says so.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pty
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -102,36 +110,138 @@ def seed(engine, n: int, now: datetime) -> None:  # type: ignore[no-untyped-def]
         )
 
 
-class Sink(Recorder):
-    """An SMTP server that keeps only each message's Message-ID: as cheap as a server can be, so
-    that the figures measure Journey, not the test server."""
+SMTP_SINK = shutil.which("smtp-sink") or (
+    "/usr/sbin/smtp-sink" if os.access("/usr/sbin/smtp-sink", os.X_OK) else None
+)
+
+
+class Counting(Recorder):
+    """aiosmtpd, the fallback: counts messages and keeps nothing."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.ids: list[bytes] = []
-        self.sample: bytes = b""  # the first message, whole: what the capacity clients send
+        self.count = 0
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        found = MESSAGE_ID.search(envelope.content)
-        self.ids.append(found.group(1) if found else b"")
-        if not self.sample:
-            self.sample = envelope.content
+        self.count += 1
         return "250 OK"
 
 
-MESSAGE_ID = re.compile(rb"^Message-ID: (<[^>]+>)", re.M | re.I)
+class Sink:
+    """The SMTP server of the bench and its count of accepted messages."""
+
+    name = ""
+    port = 0
+
+    def count(self) -> int:
+        raise NotImplementedError
+
+
+class PostfixSink(Sink):
+    """postfix's smtp-sink, counting (`-c`: it prints `mesg=N` as messages arrive)."""
+
+    def __init__(self, path: str) -> None:
+        self.name = "postfix smtp-sink"
+        self.port = free_port()
+        user = ["-u", "nobody"] if os.getuid() == 0 else []
+        # a terminal for its counter: into a pipe, smtp-sink buffers it until it exits
+        self.tty, terminal = pty.openpty()
+        self.proc = subprocess.Popen(
+            [path, "-c", *user, f"127.0.0.1:{self.port}", "1024"], stdout=terminal, stderr=terminal
+        )
+        os.close(terminal)
+        self._count = 0
+        threading.Thread(target=self._read, daemon=True).start()
+        deadline = time.monotonic() + 10
+        while not port_open(self.port):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise SystemExit("smtp-sink did not start")
+            time.sleep(0.05)
+
+    def _read(self) -> None:
+        buf = b""
+        while True:
+            try:
+                chunk = os.read(self.tty, 4096)
+            except OSError:  # the sink exited
+                return
+            if not chunk:
+                return
+            buf = (buf + chunk)[-256:]
+            found = COUNT.findall(buf)
+            if found:
+                self._count = int(found[-1])
+
+    def count(self) -> int:
+        return self._count
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class AiosmtpdSink(Sink):
+    def __init__(self) -> None:
+        self.name = "aiosmtpd (fallback: `make smtp-sink` installs postfix's smtp-sink)"
+        self.recorder = Counting()
+        self.port = free_port()
+        self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def count(self) -> int:
+        return self.recorder.count
+
+    def close(self) -> None:
+        self.controller.stop()
+
+
+COUNT = re.compile(rb"mesg=(\d+)")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @contextmanager
-def sink() -> Iterator[tuple[Sink, int]]:
-    server = Sink()
-    port = free_port()
-    controller = Controller(server, hostname="127.0.0.1", port=port)
-    controller.start()
+def sink(fallback: bool) -> Iterator[Sink]:
+    server: PostfixSink | AiosmtpdSink = (
+        PostfixSink(SMTP_SINK) if SMTP_SINK and not fallback else AiosmtpdSink()
+    )
     try:
-        yield server, port
+        yield server
     finally:
-        controller.stop()
+        server.close()
+
+
+def sample_message(engine: Any, settings: Settings, send_id: int, now: datetime) -> bytes:
+    """One of the bench's emails, whole (delivered in-process to a stub): what the capacity clients send."""
+    from engine.delivery.channels.stub import StubEmailChannel
+    from engine.delivery.deliverer import Deliverer
+
+    stub = StubEmailChannel()
+    deliverer = Deliverer.create(engine, settings, channels={"email": stub})
+    with engine.begin() as conn:
+        conn.execute(sends.update().where(sends.c.id == send_id).values(status="queued", queued_at=now))
+    deliverer.deliver([send_id], now=now)
+    if not stub.messages:
+        raise SystemExit("the sample message was not made")
+    return bytes(stub.messages[0].raw)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes and their children (the pool processes)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+        for p in [pid, *(int(c) for c in out.stdout.split())]:
+            try:
+                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 #: a client as cheap as a client can be: the messages are built before the clock starts, then sent
@@ -154,17 +264,17 @@ smtp.quit()
 """
 
 
-def sink_capacity(recorder: Sink, port: int, n: int, clients: int, log: Path) -> float:
+def sink_capacity(server: Sink, sample: bytes, n: int, clients: int, log: Path) -> float:
     """Messages/s the SMTP sink accepts from `clients` processes sending the sample message: an
     upper bound on end-to-end delivery into this sink on this machine, whatever the sender."""
-    sample = recorder.sample.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    sample = sample.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     if b"\r\nMessage-ID: " not in sample:
         raise SystemExit("the sample message has no Message-ID header")
     path = log.parent / "sample.eml"
     path.write_bytes(sample)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", CLIENT, str(port), str(n // clients), str(c), str(path)],
+            [sys.executable, "-c", CLIENT, str(server.port), str(n // clients), str(c), str(path)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -174,13 +284,13 @@ def sink_capacity(recorder: Sink, port: int, n: int, clients: int, log: Path) ->
         assert p.stdout is not None
         if p.stdout.readline().strip() != b"ready":
             raise SystemExit("a capacity client failed to start")
-    before = len(recorder.ids)
+    before = server.count()
     t = time.perf_counter()
     for p in procs:
         assert p.stdin is not None
         p.stdin.close()  # go
     total = n // clients * clients
-    wait("sink capacity", lambda: before + total - len(recorder.ids), log)
+    wait("sink capacity", lambda: max(0, before + total - server.count()), log)
     rate = total / (time.perf_counter() - t)
     for p in procs:
         p.wait(30)
@@ -249,6 +359,7 @@ def main() -> None:
     parser.add_argument("--sends", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=200, help="send ids per task")
+    parser.add_argument("--aiosmtpd", action="store_true", help="use aiosmtpd even when smtp-sink is there")
     args = parser.parse_args()
     import redis
 
@@ -263,18 +374,21 @@ def main() -> None:
     try:
         upgrade(engine)
         now = datetime.now(UTC) - timedelta(minutes=1)
-        seed(engine, args.sends, now)
+        seed(engine, args.sends + 1, now)  # one more: the capacity clients' sample
         rules_dir = Path(tempfile.mkdtemp())
         (rules_dir / "stages.yaml").write_text((ROOT / "rules" / "stages.yaml").read_text())
         (rules_dir / "cart.yaml").write_text((ROOT / "rules" / "cart_abandonment.yaml").read_text())
-        with sink() as (recorder, port):
+        with sink(args.aiosmtpd) as server:
             settings = Settings(
                 database_url=url,
                 broker_url=BROKER,
-                email_url=f"smtp://127.0.0.1:{port}",
+                email_url=f"smtp://127.0.0.1:{server.port}",
                 rules_dir=rules_dir,
                 secret_key="bench",
             )
+            with engine.connect() as conn:
+                last = int(conn.execute(select(func.max(sends.c.id))).scalar_one())
+            sample = sample_message(engine, settings, last, now)
             log = rules_dir / "workers.log"
             procs = workers(settings, args.workers, rules_dir, log)
             from workers.app import make_app
@@ -285,21 +399,13 @@ def main() -> None:
                 app.send_task("bench.noop", args=[[0]], queue="email")
             wait("warm-up", lambda: r.llen("email"), log)
 
+            cpu = cpu_seconds([p.pid for p in procs])
             t = time.perf_counter()
             for i in range(args.sends):
                 app.send_task("bench.noop", args=[[i]], queue="email")
             wait("no-op tasks", lambda: r.llen("email"), log)
             noop_rate = args.sends / (time.perf_counter() - t)
-
-            t = time.perf_counter()
-            dispatch_due(
-                engine,
-                settings,
-                now=datetime.now(UTC),
-                enqueue=celery_enqueuer(settings),
-                batch_size=args.batch,
-                limit=args.sends,
-            )
+            noop_cpu = cpu_seconds([p.pid for p in procs]) - cpu
 
             def unsent() -> int:
                 with engine.connect() as conn:
@@ -309,24 +415,43 @@ def main() -> None:
                         ).scalar_one()
                     )
 
+            before = server.count()
+            cpu = cpu_seconds([p.pid for p in procs])
+            t = time.perf_counter()
+            dispatch_due(
+                engine,
+                settings,
+                now=datetime.now(UTC),
+                enqueue=celery_enqueuer(settings),
+                batch_size=args.batch,
+                limit=args.sends,
+            )
             # watch the SMTP server's count while it grows (a count of the ledger is a query that
             # competes with the workers for the same cores), then the ledger: every send marked sent
-            wait("delivery", lambda: args.sends - len(recorder.ids), log)
+            wait("delivery", lambda: max(0, before + args.sends - server.count()), log)
             wait("delivery", unsent, log)
             e2e_rate = args.sends / (time.perf_counter() - t)
-            assert len(recorder.ids) == len(set(recorder.ids)) == args.sends, (len(recorder.ids), args.sends)
+            e2e_cpu = cpu_seconds([p.pid for p in procs]) - cpu
+            received = server.count() - before
+            assert received == args.sends, (received, args.sends)  # none lost, none twice
             for p in procs:  # the capacity clients get the cores the workers had
                 p.terminate()
             for p in procs:
                 p.wait(30)
             procs = []
-            capacity = sink_capacity(recorder, port, args.sends, args.workers, log)
+            capacity = sink_capacity(server, sample, args.sends, args.workers, log)
+            sink_name = server.name
+        print(f"SMTP server         : {sink_name}")
         print(
-            f"end-to-end delivery : {e2e_rate:>10,.0f} sends/s ({args.sends:,} emails to a local SMTP server, "
+            f"end-to-end delivery : {e2e_rate:>10,.0f} sends/s ({args.sends:,} emails of {len(sample):,} bytes, "
             f"{args.workers} workers, {args.batch} ids per task)"
         )
         print(f"no-op Celery tasks  : {noop_rate:>10,.0f} tasks/s (one task per message, same workers)")
         print(f"ratio               : {e2e_rate / noop_rate:>10.1f} x")
+        print(
+            f"worker CPU          : {1e6 * e2e_cpu / args.sends:>10,.0f} us per message delivered "
+            f"({1e6 * noop_cpu / args.sends:,.0f} us per no-op task)"
+        )
         print(
             f"SMTP sink alone     : {capacity:>10,.0f} msgs/s ({args.workers} clients sending a pre-built copy "
             f"of one of these emails: the most any sender gets through this server here)"

@@ -17,6 +17,9 @@ def configure(fmt: str = "json", level: int = logging.INFO) -> None:
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *(
+                [structlog.processors.format_exc_info] if fmt == "json" else []
+            ),  # the traceback as "exception"
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

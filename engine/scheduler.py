@@ -49,10 +49,12 @@ def cycle(
     backfill: timedelta | None = None,
     dispatch: bool = True,
     enqueue: Enqueue | None = None,
+    realtime: bool = False,
 ) -> tuple[TickResult, DispatchStats | None]:
     """One cycle (`journey tick`): evaluate, then hand due sends to the workers through `enqueue`,
-    or deliver them here, in-process, when there is no broker."""
-    result = run_tick(engine, ruleset, now=now, backfill=backfill)
+    or deliver them here, in-process, when there is no broker. `realtime`: `now` is the clock's
+    (no --now), so a previous tick given a later --now makes this one wait, not fail."""
+    result = run_tick(engine, ruleset, now=now, backfill=backfill, realtime=realtime)
     dispatched = None
     if dispatch:
         dispatched = dispatch_due(engine, settings, now=now, enqueue=enqueue, ruleset=ruleset)
@@ -145,7 +147,7 @@ class Scheduler:
         self.is_leader = self.leadership.acquire(now)
         figures = None
         if self.is_leader:
-            result = run_tick(self.engine, self.ruleset(), now=now)
+            result = run_tick(self.engine, self.ruleset(), now=now, realtime=True)
             figures = result.as_dict()
             with self.engine.begin() as conn:
                 put_meta(
@@ -181,8 +183,10 @@ class Scheduler:
                 ruleset=self.ruleset(),
                 deliverer=self._deliverer(),
             )
-        except Exception:  # noqa: BLE001 - a failed dispatch is retried next interval
-            log.exception("dispatch failed")
+        except Exception as exc:  # noqa: BLE001 - a failed dispatch is retried next interval
+            log.error(
+                "dispatch failed", owner=self.owner, error=f"{type(exc).__name__}: {exc}", exc_info=True
+            )
 
     def run(self, *, once: bool = False) -> None:
         self.live()  # a rule set with problems stops start-up, located (RuleError)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 from engine.errors import ConfigError
@@ -36,6 +38,25 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smh])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+def _duration(env: Mapping[str, str], name: str, default: timedelta) -> timedelta:
+    """A duration like `5m`, `90s` or `1h30m`."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    text = raw.strip().lower()
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ConfigError(f"{name}={raw!r} is not a duration: write it like 5m, 90s or 1h30m")
+    value = timedelta(seconds=sum(float(n) * _SECONDS[u] for n, u in parts))
+    if value <= timedelta(0):
+        raise ConfigError(f"{name}={raw!r} must be longer than zero")
+    return value
+
+
 def _user_password(env: Mapping[str, str], name: str) -> str | None:
     raw = env.get(name) or None
     if raw is not None and ":" not in raw:
@@ -52,6 +73,9 @@ class Settings:
     email_url: str = DEFAULT_EMAIL_URL
     #: seconds the webhook channel waits for an answer
     webhook_timeout: float = 10.0
+    #: JOURNEY_SEND_LEASE: a send claimed by a worker that died (or queued on a broker that lost the
+    #: task) is taken back after this long
+    send_lease: timedelta = timedelta(minutes=5)
     rules_dir: Path = Path("rules")
     templates_dir: Path = Path("message_templates")
     #: None means: generated on first run and stored in the database
@@ -97,6 +121,7 @@ class Settings:
             broker_url=env.get("JOURNEY_BROKER_URL") or None,
             email_url=env.get("JOURNEY_EMAIL_URL") or DEFAULT_EMAIL_URL,
             webhook_timeout=_float(env, "JOURNEY_WEBHOOK_TIMEOUT", 10.0),
+            send_lease=_duration(env, "JOURNEY_SEND_LEASE", timedelta(minutes=5)),
             rules_dir=Path(env.get("JOURNEY_RULES_DIR") or "rules"),
             templates_dir=Path(env.get("JOURNEY_TEMPLATES_DIR") or "message_templates"),
             secret_key=env.get("JOURNEY_SECRET_KEY") or None,

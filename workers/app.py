@@ -34,7 +34,14 @@ def make_app(settings: Settings) -> Celery:
         task_routes={"workers.tasks.deliver_sends": {"queue": "email"}},
         worker_send_task_events=True,
         task_send_sent_event=True,
+        # Settings whose defaults Celery 6 changes, pinned (tests/workers/test_celery6.py):
+        # - a broker blip must not cancel running batches (Celery 6: on). With late acks a
+        #   cancelled batch would act like a mid-batch kill; a batch that finishes instead is
+        #   redelivered after the blip and its sends, already 'sent', are skipped (compare-and-set).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        # - the first connection is retried like the others (Celery 6 reads only this setting)
         broker_connection_retry_on_startup=True,
+        broker_connection_retry=True,
         worker_hijack_root_logger=False,
         # SIGTERM is Celery's warm shutdown: running batches finish. A cold shutdown (SIGQUIT, a
         # second Ctrl-C) still gives them this long, in seconds, before it stops them; sends a

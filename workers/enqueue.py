@@ -6,17 +6,36 @@ Registered as the `celery` entry point of the `journey.enqueuers` group (pyproje
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from celery import Celery
+from kombu.entity import Queue
 
 from engine.settings import Settings
 from workers.app import make_app
 
 
-def celery_enqueuer(settings: Settings) -> Callable[[str, list[int]], None]:
-    """Send one Celery task per batch, on the queue named after the channel."""
-    app = make_app(settings)
+class CeleryEnqueuer:
+    """Sends one Celery task per batch, on the queue named after the channel; `waiting(channel)`
+    counts the tasks waiting in that queue (the dispatcher publishes lost tasks again only when
+    it is empty)."""
 
-    def enqueue(channel: str, ids: list[int]) -> None:
-        app.send_task("workers.tasks.deliver_sends", args=[ids], queue=channel)
+    def __init__(self, app: Celery) -> None:
+        self.app = app
 
-    return enqueue
+    def __call__(self, channel: str, ids: list[int]) -> None:
+        self.app.send_task("workers.tasks.deliver_sends", args=[ids], queue=channel)
+
+    def waiting(self, channel: str) -> int | None:
+        """Messages ready in the channel's queue, or None when the broker cannot be asked."""
+        try:
+            with self.app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1)
+                # declared, not looked up passively: Redis has no empty queue to find
+                ok = Queue(channel).bind(conn.default_channel).queue_declare()  # type: ignore[no-untyped-call]
+                return int(ok.message_count)
+        except Exception:  # noqa: BLE001 - unknown: publish nothing again
+            return None
+
+
+def celery_enqueuer(settings: Settings) -> CeleryEnqueuer:
+    """The enqueuer for the configured broker."""
+    return CeleryEnqueuer(make_app(settings))

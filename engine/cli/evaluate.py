@@ -46,6 +46,7 @@ def tick(
         backfill=window,
         dispatch=not no_dispatch,
         enqueue=None if no_dispatch else app.enqueuer(),
+        realtime=now_text is None,
     )
     out: dict[str, Any] = result.as_dict()
     if dispatched is not None:

@@ -25,7 +25,7 @@ from engine.delivery.channels.email import email_channel
 from engine.delivery.channels.webhook import WebhookChannel
 from engine.delivery.compose import Ready, compose
 from engine.delivery.context import context_for, signer_for
-from engine.delivery.ledger import LEASE, Ledger, claim_batch
+from engine.delivery.ledger import Ledger, claim_batch
 from engine.delivery.live import LiveRules, rules_and_templates
 from engine.delivery.mime import send_key
 from engine.delivery.policies import (
@@ -52,10 +52,10 @@ send_log = logs.get("journey.deliver")
 
 #: A batch leaves in groups of this many messages: one statement, right before a group is handed
 #: to the channel, checks that each of its sends is still this worker's and that no unsubscribe
-#: or bounce was recorded since the batch was loaded, and carries the previous group's 'sent'
-#: marks. An unsubscribe recorded while a group is on its way stops the next group, not the rest
-#: of this one; a worker that dies may leave up to this many accepted messages unmarked, which go
-#: again (same Message-ID) after the lease.
+#: or bounce was recorded since the batch was loaded. An unsubscribe recorded while a group is on
+#: its way stops the next group, not the rest of this one. Each message's 'sent' mark is written
+#: as soon as the channel took it (Ledger.sent): a worker that dies leaves at most the one message
+#: it was handing over unmarked, which goes again (same Message-ID) after the lease.
 GROUP = 20
 #: ... and a group's check is made again for the rest of the group once it is older than this
 LOOK_MAX_AGE = 0.5  # seconds
@@ -115,7 +115,7 @@ class Deliverer:
             self.ruleset, self.templates = self.live.ruleset, self.live.templates
         if self.signer is None:
             self.signer = signer_for(self.settings, self.engine)
-        rows = claim_batch(self.engine, ids, now, LEASE)
+        rows = claim_batch(self.engine, ids, now, self.settings.send_lease)
         stats.skipped = len(set(ids)) - len(rows)
         if not rows:
             return stats

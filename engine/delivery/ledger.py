@@ -19,7 +19,8 @@ from engine.db.schema import customers, sends, suppressions, unsubscribes
 from engine.delivery.policies import Looked, look_verdicts
 from engine.delivery.status import SendRow, SendStatus
 
-#: a send claimed by a worker that died is taken back after this long
+#: a send claimed by a worker that died is taken back after this long (the default of
+#: JOURNEY_SEND_LEASE)
 LEASE = timedelta(minutes=5)
 
 
@@ -40,9 +41,9 @@ def claim_batch(engine: Engine, ids: Sequence[int], now: datetime, lease: timede
 class Ledger:
     """A batch's reads and writes of the sends ledger, each change a compare-and-set from 'sending'.
 
-    'sent' marks wait and travel together with the next group's look, or with the next other
-    change, or the end of the batch: one round trip per group of messages besides the channel's.
-    Until then, and if the worker dies, those sends are 'sending' and go again after their lease.
+    A 'sent' mark is written (committed) as soon as the channel accepted the message, before the
+    next message leaves: a worker killed mid-batch leaves at most the one message it was handing
+    over unmarked ('sending'), which goes again, with the same Message-ID, after its lease.
     `Ledger.open(engine)` gives the form for the engine's database: `_PostgresLedger` or
     `_SqliteLedger`, side by side below.
     """
@@ -67,10 +68,11 @@ class Ledger:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        conn = self.conn
+        conn = self._conn
+        assert conn is not None
         try:
             self.flush()
-            self._release(conn)
+            self._release(self.conn)  # `conn` settles what is pending first (PostgreSQL)
         finally:
             self._conn = None
             conn.close()
@@ -96,7 +98,7 @@ class Ledger:
         return bool(self.write(_cas(send_id, status, values)))
 
     def sent(self, send_id: int, *, sent_at: datetime, subject: str, response: str, message_id: str) -> None:
-        """sending → sent, written with the next statement."""
+        """sending → sent, committed before this returns (so before the next message leaves)."""
         self._marks.append(
             {
                 "mark_id": send_id,
@@ -106,6 +108,7 @@ class Ledger:
                 "mark_message_id": message_id,
             }
         )
+        self.flush()
 
     def flush(self) -> None:
         """Write the waiting 'sent' marks now."""
@@ -123,7 +126,7 @@ class _PostgresLedger(Ledger):
     """One autocommit connection for the batch whose commits do not wait for the disk flush
     (synchronous_commit off for this session, reset at the end: a database crash may forget the
     last few hundred milliseconds of marks, whose sends then go again with the same Message-ID).
-    The statements run for every group are plain SQL with arrays: nothing to build per group."""
+    The statements run for every group or message are plain SQL: nothing to build each time."""
 
     def _connect(self) -> Connection:
         conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
@@ -136,24 +139,54 @@ class _PostgresLedger(Ledger):
     def _execute(self, statement: Any, params: Any = None) -> int:
         return int(self.conn.execute(statement, params).rowcount or 0)
 
+    #: a 'sent' mark sent to the server whose answer is not read yet (see `sent`)
+    _pending: Any = None
+
+    @property
+    def conn(self) -> Connection:
+        self._settle()
+        return super().conn
+
+    def sent(self, send_id: int, *, sent_at: datetime, subject: str, response: str, message_id: str) -> None:
+        """Pipelined: the UPDATE (autocommit) is in the server's hands before this returns, and its
+        answer is read before the connection's next use. A worker killed right after still has
+        its mark committed: the server runs what it received."""
+        conn = self.conn  # settles the previous mark
+        pgconn = conn.connection.driver_connection.pgconn  # type: ignore[union-attr]
+        values = (sent_at.isoformat(), subject, response, message_id, str(send_id))
+        pgconn.send_query_params(PG_MARK_ONE, [v.encode() for v in values])
+        self._pending = pgconn
+
+    def _settle(self) -> None:
+        """Read the answer of the pipelined mark; a mark the server refused is an error here."""
+        pgconn, self._pending = self._pending, None
+        if pgconn is None:
+            return
+        from psycopg import pq
+
+        failed = None
+        while (result := pgconn.get_result()) is not None:
+            if result.status != pq.ExecStatus.COMMAND_OK:
+                failed = (result.error_message or b"").decode(errors="replace")
+        if failed is not None or pgconn.status != pq.ConnStatus.OK:
+            raise OSError(
+                f"a 'sent' mark was not written: {failed or 'the connection to the database dropped'}"
+            )
+
     def flush(self) -> None:
         if self._marks:
             marks, self._marks = self._marks, []
             self.conn.exec_driver_sql(PG_MARK_SENT, _columns(marks))
 
     def look(self, items: Sequence[Looked]) -> dict[int, str | None]:
-        """The waiting 'sent' marks ride along as a data-modifying CTE: one round trip."""
+        """One round trip: the four reads of PG_LOOK as one statement."""
+        self.flush()
         params: dict[str, Any] = {
             "look_send": [item.send_id for item in items],
             "look_customer": sorted({item.customer_id for item in items}),
             "look_address": _addresses(items),
         }
-        query = PG_LOOK
-        if self._marks:
-            params.update(_columns(self._marks))
-            self._marks = []
-            query = PG_MARK_SENT_AND_LOOK
-        return look_verdicts(items, list(self.conn.exec_driver_sql(query, params)))
+        return look_verdicts(items, list(self.conn.exec_driver_sql(PG_LOOK, params)))
 
 
 class _SqliteLedger(Ledger):
@@ -254,6 +287,10 @@ FROM unnest(%(mark_id)s::bigint[], %(mark_sent_at)s::timestamptz[], %(mark_subje
      AS m (id, sent_at, subject, response, message_id)
 WHERE sends.id = m.id AND sends.status = 'sending'"""
 
+PG_MARK_ONE = b"""UPDATE sends SET status = 'sent', lease_until = NULL, error = NULL,
+    sent_at = $1::timestamptz, subject = $2::text, response = $3::text, message_id = $4::text
+WHERE id = $5::bigint AND status = 'sending'"""
+
 #: (1, send id, attempts) for each send still 'sending'; (2, customer id, 1 when bounced) for each
 #: customer that exists; (3, customer id, -, channel, topic) for each of their unsubscribes;
 #: (4, -, -, address hash, reason) for each of the group's addresses on the suppression list
@@ -268,8 +305,6 @@ WHERE customer_id = ANY(%(look_customer)s::bigint[])
 UNION ALL
 SELECT 4, NULL, NULL, address_hash, reason FROM suppressions
 WHERE address_hash = ANY(%(look_address)s::text[])"""
-
-PG_MARK_SENT_AND_LOOK = f"WITH mark_sent AS ({PG_MARK_SENT}\nRETURNING sends.id)\n{PG_LOOK}"
 
 
 def _cas(send_id: int, status: SendStatus, values: dict[str, Any]) -> Any:

@@ -85,7 +85,7 @@ class TickResult:
             "paused": self.paused,
             "resumed": self.resumed,
             "seconds": round(self.seconds, 4),
-        }
+        } | ({"skipped": self.skipped} if self.skipped else {})
 
 
 def _committed_seq(engine: Engine, table: Any = events) -> int:
@@ -112,10 +112,25 @@ def run_tick(
     now: datetime,
     backfill: timedelta | None = None,
     full: bool = False,
+    realtime: bool = False,
 ) -> TickResult:
-    """Evaluate stages and rules for the window (previous tick's now, now]."""
+    """Evaluate stages and rules for the window (previous tick's now, now]. A `realtime` tick (its
+    now read from the clock, not given) that finds a previous tick later than its now, one given
+    `--now` in the future, evaluates nothing and says so: the clock catches up; a given now
+    before the previous tick is an error (time only moves forward)."""
     started = time.perf_counter()
     with tick_transaction(engine) as (conn, seq, customer_seq):
+        prev = last_tick(conn) if realtime else None
+        if prev is not None and now < prev.now:
+            return TickResult(
+                tick_id=int(prev.id),
+                start=prev.now,
+                now=now,
+                skipped=(
+                    f"the previous tick ran at {prev.now.isoformat()}, later than the clock "
+                    f"({now.isoformat()}): nothing to evaluate until the clock passes it"
+                ),
+            )
         result = evaluate(
             conn, ruleset, now=now, seq=seq, customer_seq=customer_seq, backfill=backfill, full=full
         )

@@ -1,0 +1,38 @@
+"""Each 'sent' mark is committed before the next message leaves; on PostgreSQL it is pipelined
+(sent at once, its answer read before the connection's next use), and a mark the server refuses
+is an error there, not lost in silence."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine
+
+from engine.delivery.dispatch import claim
+from engine.delivery.ledger import Ledger, claim_batch
+from tests.delivery.test_dispatch import NOW, add_customer, add_send, status_of
+
+
+def test_a_mark_is_committed_before_sent_returns(db: Engine) -> None:
+    ids = [add_send(db, add_customer(db, n)) for n in range(2)]
+    claim(db, now=NOW, limit=10)
+    claim_batch(db, ids, NOW)
+    with Ledger.open(db) as ledger:
+        ledger.sent(ids[0], sent_at=NOW, subject="Hi", response="250 ok", message_id="<a@x>")
+        ledger.conn  # noqa: B018 - the connection's next use: the pipelined answer is read
+        # another connection sees it, while the batch is still running
+        assert status_of(db, ids[0])[0] == "sent"
+        assert status_of(db, ids[1])[0] == "sending"
+
+
+@pytest.mark.postgres
+def test_a_mark_the_server_refuses_is_an_error(db: Engine) -> None:
+    if db.dialect.name != "postgresql":
+        pytest.skip("the pipelined mark is PostgreSQL's")
+    send_id = add_send(db, add_customer(db, 1))
+    claim(db, now=NOW, limit=10)
+    claim_batch(db, [send_id], NOW)
+    too_long = "<" + "x" * 300 + "@x>"  # message_id is VARCHAR(255): the server refuses the UPDATE
+    with pytest.raises(OSError, match="'sent' mark was not written"), Ledger.open(db) as ledger:
+        ledger.sent(send_id, sent_at=NOW, subject="Hi", response="250", message_id=too_long)
+        ledger.conn  # noqa: B018
+    assert status_of(db, send_id)[0] == "sending"  # taken back after the lease, sent again
