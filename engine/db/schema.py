@@ -186,6 +186,10 @@ enrollments = Table(
     Column("variant", String(64)),
     Column("bucket", Integer, nullable=False, default=0),
     Column("ended_at", UTCDateTime()),
+    #: at a `wait_for` step: when the step was reached (due_at is then the timeout)
+    Column("waiting_since", UTCDateTime()),
+    #: the event that released the latest `wait_for` step reached (NULL: not yet, or timed out)
+    Column("released_by", BigID),
     UniqueConstraint("rule_id", "customer_id", "occurrence"),
     Index("ix_enrollments_rule_status_due", "rule_id", "status", "due_at"),
     Index("ix_enrollments_customer", "customer_id", "rule_id"),

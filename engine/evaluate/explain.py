@@ -8,14 +8,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
-from engine.db.schema import customers, enrollments, event_summary, sends
+from engine.db.schema import customers, enrollments, event_summary, events, sends
 from engine.errors import JourneyError
 from engine.evaluate.conditions import Ctx, compile_condition, describe
 from engine.pauses import paused
 from engine.rules.conditions import AllCondition, AnyCondition, NotCondition, children
 from engine.rules.durations import format_duration
 from engine.rules.loader import RuleSet
-from engine.rules.model import Rule, SendStep, WaitStep
+from engine.rules.model import Rule, SendStep, WaitForStep, WaitStep
 from engine.rules.triggers import EventTrigger, InactivityTrigger, ScheduleTrigger, StageTrigger
 from engine.rules.walk import step_at
 
@@ -129,7 +129,20 @@ def _explain_rule(
         ex.lines.append(Line(f"{head}: {state}", 0))
         for row in rows:
             ex.lines.append(Line(f"entered {row.entered_at.isoformat()} ({_ago(now, row.entered_at)})", 1))
-            if row.status == "active" and row.position is not None:
+            if row.released_by is not None:
+                ex.lines.append(_released_line(conn, row.released_by))
+            if row.status == "active" and row.position is not None and row.waiting_since is not None:
+                wf = step_at(rule, row.position).wait_for
+                matching = f" with the same {', '.join(wf.match)}" if wf.match else ""
+                ex.lines.append(
+                    Line(
+                        f"step {row.position}: waiting for {wf.event}{matching} since "
+                        f"{row.waiting_since.isoformat()}; times out at {row.due_at.isoformat()} "
+                        f"({_ago(now, row.due_at)})",
+                        2,
+                    )
+                )
+            elif row.status == "active" and row.position is not None:
                 step = step_at(rule, row.position)
                 what = _step_text(step)
                 when = (
@@ -164,7 +177,16 @@ def _explain_rule(
         ex.lines += condition_lines(conn, cond, customer_id, now, 1, rule.opt_out_topics())
 
 
+def _released_line(conn: Connection, event_id: int) -> Line:
+    ev = conn.execute(select(events.c.name, events.c.ts).where(events.c.id == event_id)).first()
+    if ev is None:  # erased since
+        return Line(f"released from its wait_for by event #{event_id}", 2)
+    return Line(f"released from its wait_for by {ev.name} at {ev.ts.isoformat()} (event #{event_id})", 2)
+
+
 def _step_text(step: Any) -> str:
+    if isinstance(step, WaitForStep):
+        return f"wait for {step.wait_for.event} up to {format_duration(step.wait_for.within)}"
     if isinstance(step, SendStep):
         return f"send {step.template} by {step.channel}"
     if isinstance(step, WaitStep):

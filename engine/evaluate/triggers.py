@@ -92,6 +92,8 @@ def trigger_select(conn: Connection, rule: Rule, w: Window, *, default_tz: str =
                 stage_history.c.at.label("entered_at"),
             ).where(*filters)
         ]
+    if isinstance(t, InactivityTrigger) and t.inactivity.match:
+        return [_inactivity_matched(conn, t, w)]
     if isinstance(t, InactivityTrigger):
         ina = t.inactivity
         s = event_summary
@@ -122,6 +124,51 @@ def trigger_select(conn: Connection, rule: Rule, w: Window, *, default_tz: str =
     if isinstance(t, ScheduleTrigger):
         return _schedule(conn, t, w, default_tz)
     return _anniversary(conn, t, w)
+
+
+def _inactivity_matched(conn: Connection, t: InactivityTrigger, w: Window) -> Select[Any]:
+    """Inactivity with `match:`: each occurrence whose matched properties no later occurrence and
+    no `until` event shares within `for` (two carts: the one not checked out). Reads the events
+    crossing the threshold in this window through ix_events_name_ts, not the summary, which only
+    holds the latest occurrence of a name."""
+    from engine.evaluate.waits import same_properties
+
+    ina = t.inactivity
+    ev = events.alias("quiet")
+    again = events.alias("again")
+    stop = events.alias("stop")
+    filters: list[Any] = [
+        ev.c.name == ina.event,
+        ev.c.ts > w.start - ina.for_,
+        ev.c.ts <= w.now - ina.for_,
+        ev.c.id <= w.event_seq,
+        customers.c.id == ev.c.customer_id,
+        *(json_field(conn, ev.c.properties, name, "any").is_not(None) for name in ina.match),
+        ~exists().where(
+            again.c.customer_id == ev.c.customer_id,
+            again.c.name == ina.event,
+            or_(again.c.ts > ev.c.ts, and_(again.c.ts == ev.c.ts, again.c.id > ev.c.id)),
+            again.c.ts <= w.now,
+            *same_properties(conn, ina.match, again.c.properties, ev.c.properties),
+        ),
+    ]
+    stoppers = [name for name in ina.until if name != ina.event]
+    if stoppers:
+        filters.append(
+            ~exists().where(
+                stop.c.customer_id == ev.c.customer_id,
+                stop.c.name.in_(stoppers),
+                stop.c.ts >= ev.c.ts,
+                stop.c.ts <= w.now,
+                *same_properties(conn, ina.match, stop.c.properties, ev.c.properties),
+            )
+        )
+    return select(
+        ev.c.customer_id.label("customer_id"),
+        ev.c.id.label("occurrence"),
+        ev.c.id.label("trigger_event_id"),
+        add_seconds(conn, ev.c.ts, ina.for_.total_seconds()).label("entered_at"),
+    ).where(*filters)
 
 
 def _schedule(conn: Connection, t: ScheduleTrigger, w: Window, default_tz: str) -> list[Select[Any]]:

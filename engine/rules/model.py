@@ -35,7 +35,10 @@ from engine.rules.steps import (
     SplitStep,
     Step,
     UpdateStep,
+    WaitFor,
+    WaitForStep,
     WaitStep,
+    iter_wait_fors,
 )
 from engine.rules.triggers import (
     Anniversary,
@@ -75,6 +78,18 @@ class Rule(Strict):
     @classmethod
     def _listify(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _match_needs_an_event(self) -> Rule:
+        if isinstance(self.trigger, EventTrigger | InactivityTrigger):
+            return self
+        for wait in iter_wait_fors(self.steps):
+            if wait.match:
+                raise ValueError(
+                    f"wait_for {wait.event} has match: {', '.join(wait.match)}, but this rule's trigger "
+                    "has no event to match against (use an event or inactivity trigger)"
+                )
+        return self
 
     def opt_out_topics(self) -> tuple[str, ...]:
         """The topics whose opt-out stops this rule (besides '*', everything): its topic, and its
@@ -191,6 +206,8 @@ KNOWN_KEYS = sorted(
             SendStep,
             SendSpec,
             WaitStep,
+            WaitFor,
+            WaitForStep,
             Branch,
             BranchStep,
             SplitStep,
@@ -243,5 +260,7 @@ __all__ = [
     "SubscribedCondition",
     "Trigger",
     "UpdateStep",
+    "WaitFor",
+    "WaitForStep",
     "WaitStep",
 ]

@@ -34,8 +34,11 @@ class Inactivity(Strict):
     event: str
     until: list[str] = Field(default_factory=list)
     for_: Duration = Field(alias="for")
+    #: properties an `until` event must share with this one to stop it (a checkout of *that*
+    #: cart); each distinct value of them is timed on its own
+    match: list[str] = Field(default_factory=list)
 
-    @field_validator("until", mode="before")
+    @field_validator("until", "match", mode="before")
     @classmethod
     def _listify(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
