@@ -304,6 +304,44 @@ ticks = Table(
 )
 
 #: a rule is evaluated from the first tick that saw it (CONTRACT section 7)
+segment_members = Table(
+    "segment_members",
+    metadata,
+    Column("segment", String(64), primary_key=True),
+    Column("customer_id", BigID, primary_key=True),
+    Column("since", UTCDateTime(), nullable=False),
+    Index("ix_segment_members_customer", "customer_id"),
+)
+
+
+#: every entry into and exit from a segment, with the tick that computed it
+segment_history = Table(
+    "segment_history",
+    metadata,
+    Column("id", BigID, primary_key=True, autoincrement=True),
+    Column("segment", String(64), nullable=False),
+    Column("customer_id", BigID, nullable=False),
+    #: True: entered; False: exited
+    Column("entered", Boolean, nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    #: False for the members a segment starts with (a new segment mails no one)
+    Column("fires", Boolean, nullable=False, default=True),
+    Column("tick_id", BigInteger),
+    Index("ix_segment_history_tick", "tick_id", "segment"),
+    Index("ix_segment_history_customer", "customer_id", "at"),
+)
+
+
+#: the segments a tick has computed: one first seen records its members silently
+segment_state = Table(
+    "segment_state",
+    metadata,
+    Column("segment", String(64), primary_key=True),
+    Column("first_tick_at", UTCDateTime(), nullable=False),
+    Column("digest", String(64), nullable=False),
+)
+
+
 rule_state = Table(
     "rule_state",
     metadata,

@@ -8,15 +8,23 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
-from engine.db.schema import customers, enrollments, event_summary, events, sends
+from engine.db.schema import customers, enrollments, event_summary, events, segment_members, sends
 from engine.errors import JourneyError
-from engine.evaluate.conditions import Ctx, compile_condition, describe
+from engine.evaluate.conditions import Ctx, compile_condition
 from engine.pauses import paused
 from engine.rules.conditions import AllCondition, AnyCondition, NotCondition, children
+from engine.rules.describe import describe
 from engine.rules.durations import format_duration
 from engine.rules.loader import RuleSet
 from engine.rules.model import Rule, SendStep, WaitForStep, WaitStep
-from engine.rules.triggers import EventTrigger, InactivityTrigger, ScheduleTrigger, StageTrigger
+from engine.rules.triggers import (
+    EventTrigger,
+    InactivityTrigger,
+    ScheduleTrigger,
+    SegmentEnteredTrigger,
+    SegmentExitedTrigger,
+    StageTrigger,
+)
 from engine.rules.walk import step_at
 
 
@@ -32,6 +40,8 @@ class Explanation:
     stage: str | None
     lines: list[Line] = field(default_factory=list)
     rules: dict[str, str] = field(default_factory=dict)  # rule id -> fired | waiting | not firing | ...
+    #: the segments the customer is in
+    segments: list[str] = field(default_factory=list)
 
     def render(self) -> str:
         return "\n".join("  " * line.depth + line.text for line in self.lines)
@@ -83,6 +93,7 @@ def explain(engine: Engine, ruleset: RuleSet, external_id: str, *, now: datetime
             Line(f"customer {external_id}: stage {c.stage or '(not computed yet: run a tick)'}{since}")
         )
         _explain_stage(conn, ruleset, c.id, now, ex)
+        _explain_segments(conn, ruleset, c.id, ex)
         pauses = paused(conn)
         for rule in ruleset.rules:
             pause = pauses.get(rule.id)
@@ -241,4 +252,27 @@ def _trigger_lines(conn: Connection, rule: Rule, customer_id: int, now: datetime
         return [Line(f"trigger: has not entered stage {t.stage_entered} since the rule started", 1)]
     if isinstance(t, ScheduleTrigger):
         return [Line(f"trigger: on schedule '{t.schedule}'; not in the audience at a fire time yet", 1)]
+    if isinstance(t, SegmentEnteredTrigger):
+        return [Line(f"trigger: has not entered segment {t.segment_entered} since the rule started", 1)]
+    if isinstance(t, SegmentExitedTrigger):
+        return [Line(f"trigger: has not left segment {t.segment_exited} since the rule started", 1)]
     return [Line(f"trigger: yearly on the date in attribute {t.anniversary.attribute}", 1)]
+
+
+def _explain_segments(conn: Connection, ruleset: RuleSet, customer_id: int, ex: Explanation) -> None:
+    """The customer's segments (as of the last tick), with since when, and the others."""
+    if not ruleset.segments:
+        return
+    since = dict(
+        conn.execute(
+            select(segment_members.c.segment, segment_members.c.since).where(
+                segment_members.c.customer_id == customer_id
+            )
+        ).all()
+    )
+    inside = [f"{s.name} (since {since[s.name].isoformat()})" for s in ruleset.segments if s.name in since]
+    outside = [s.name for s in ruleset.segments if s.name not in since]
+    ex.segments = [s.name for s in ruleset.segments if s.name in since]
+    ex.lines.append(Line("segments: " + (", ".join(inside) if inside else "none"), 1))
+    if outside:
+        ex.lines.append(Line("not in: " + ", ".join(outside), 1))

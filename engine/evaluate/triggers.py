@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 
 from engine.db import add_seconds, insert_ignore, json_field
-from engine.db.schema import customers, enrollments, event_summary, events, stage_history
+from engine.db.schema import customers, enrollments, event_summary, events, segment_history, stage_history
 from engine.evaluate.conditions import Ctx, compile_all, compile_condition, last_between, property_filter
 from engine.evaluate.window import Window, new_events
 from engine.rules.cron import cron_times
@@ -37,6 +37,8 @@ from engine.rules.triggers import (
     EventTrigger,
     InactivityTrigger,
     ScheduleTrigger,
+    SegmentEnteredTrigger,
+    SegmentExitedTrigger,
     StageTrigger,
 )
 from engine.rules.walk import first_of
@@ -92,6 +94,24 @@ def trigger_select(conn: Connection, rule: Rule, w: Window, *, default_tz: str =
                 stage_history.c.at.label("entered_at"),
             ).where(*filters)
         ]
+    if isinstance(t, SegmentEnteredTrigger | SegmentExitedTrigger):
+        h = segment_history
+        entered = isinstance(t, SegmentEnteredTrigger)
+        name = t.segment_entered if isinstance(t, SegmentEnteredTrigger) else t.segment_exited
+        return [
+            select(
+                h.c.customer_id.label("customer_id"),
+                h.c.id.label("occurrence"),
+                literal(None, BigInteger).label("trigger_event_id"),
+                h.c.at.label("entered_at"),
+            ).where(
+                h.c.tick_id == w.tick_id,
+                h.c.segment == name,
+                h.c.entered.is_(entered),
+                h.c.fires.is_(True),
+                customers.c.id == h.c.customer_id,
+            )
+        ]
     if isinstance(t, InactivityTrigger) and t.inactivity.match:
         return [_inactivity_matched(conn, t, w)]
     if isinstance(t, InactivityTrigger):
@@ -123,6 +143,7 @@ def trigger_select(conn: Connection, rule: Rule, w: Window, *, default_tz: str =
         ]
     if isinstance(t, ScheduleTrigger):
         return _schedule(conn, t, w, default_tz)
+    assert isinstance(t, AnniversaryTrigger)
     return _anniversary(conn, t, w)
 
 

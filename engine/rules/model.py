@@ -21,6 +21,7 @@ from engine.rules.conditions import (
     Condition,
     EventCondition,
     NotCondition,
+    SegmentCondition,
     StageCondition,
     StageIn,
     Strict,
@@ -47,6 +48,8 @@ from engine.rules.triggers import (
     Inactivity,
     InactivityTrigger,
     ScheduleTrigger,
+    SegmentEnteredTrigger,
+    SegmentExitedTrigger,
     StageTrigger,
     Trigger,
     check_timezone,
@@ -124,6 +127,26 @@ class StagesFile(Strict):
         return self
 
 
+class Segment(Strict):
+    """A named audience (`rules/segments.yaml`): members are the customers its condition holds for."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    description: str = ""
+    when: Condition
+
+
+class SegmentsFile(Strict):
+    segments: list[Segment] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> SegmentsFile:
+        names = [s.name for s in self.segments]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"segment names must be unique: {', '.join(dupes)} appears more than once")
+        return self
+
+
 TOPIC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
@@ -188,6 +211,8 @@ Rule.model_rebuild()
 RuleList.model_rebuild()
 Stage.model_rebuild()
 StagesFile.model_rebuild()
+Segment.model_rebuild()
+SegmentsFile.model_rebuild()
 
 #: every key a rule, stage or settings file may use: the vocabulary for "did you mean"
 KNOWN_KEYS = sorted(
@@ -199,6 +224,7 @@ KNOWN_KEYS = sorted(
             EventCondition,
             StageCondition,
             StageIn,
+            SegmentCondition,
             SubscribedCondition,
             AllCondition,
             AnyCondition,
@@ -216,6 +242,8 @@ KNOWN_KEYS = sorted(
             Anniversary,
             EventTrigger,
             StageTrigger,
+            SegmentEnteredTrigger,
+            SegmentExitedTrigger,
             InactivityTrigger,
             ScheduleTrigger,
             AnniversaryTrigger,
@@ -224,6 +252,8 @@ KNOWN_KEYS = sorted(
             RuleList,
             Stage,
             StagesFile,
+            Segment,
+            SegmentsFile,
             FrequencyCap,
             SoftBounce,
             SettingsFile,
@@ -248,6 +278,11 @@ __all__ = [
     "NotCondition",
     "Rule",
     "RuleList",
+    "Segment",
+    "SegmentCondition",
+    "SegmentEnteredTrigger",
+    "SegmentExitedTrigger",
+    "SegmentsFile",
     "SendSpec",
     "SendStep",
     "SettingsFile",

@@ -11,7 +11,15 @@ from engine.rules.conditions import CompareOrValue, Condition, Strict
 from engine.rules.durations import Duration
 
 #: the trigger kinds, in the order a file's keys are matched against them
-KINDS = ("event", "stage_entered", "inactivity", "schedule", "anniversary")
+KINDS = (
+    "event",
+    "stage_entered",
+    "segment_entered",
+    "segment_exited",
+    "inactivity",
+    "schedule",
+    "anniversary",
+)
 
 
 class EventTrigger(Strict):
@@ -28,6 +36,20 @@ class StageTrigger(Strict):
     kind: Literal["stage_entered"] = Field(default="stage_entered", exclude=True)
     stage_entered: str
     from_: str | None = Field(default=None, alias="from")
+
+
+class SegmentEnteredTrigger(Strict):
+    """Once for each entry into a segment (not for the members a new segment starts with)."""
+
+    kind: Literal["segment_entered"] = Field(default="segment_entered", exclude=True)
+    segment_entered: str
+
+
+class SegmentExitedTrigger(Strict):
+    """Once for each exit from a segment."""
+
+    kind: Literal["segment_exited"] = Field(default="segment_exited", exclude=True)
+    segment_exited: str
 
 
 class Inactivity(Strict):
@@ -102,6 +124,8 @@ Trigger = Annotated[
     Annotated[
         Annotated[EventTrigger, Tag("<event>")]
         | Annotated[StageTrigger, Tag("<stage_entered>")]
+        | Annotated[SegmentEnteredTrigger, Tag("<segment_entered>")]
+        | Annotated[SegmentExitedTrigger, Tag("<segment_exited>")]
         | Annotated[InactivityTrigger, Tag("<inactivity>")]
         | Annotated[ScheduleTrigger, Tag("<schedule>")]
         | Annotated[AnniversaryTrigger, Tag("<anniversary>")],
