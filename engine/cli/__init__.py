@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from engine.cli import (
+    broadcast,
     customers,
     db,
     delivery,
@@ -49,6 +50,7 @@ for command in (
     evaluate.explain,
     delivery.preview,
     delivery.send_test,
+    broadcast.broadcast,
     reporting.report,
     reporting.graph,
     sim.generate,

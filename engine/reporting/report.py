@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from engine.db.schema import customers, events, segment_history, segment_members, sends, stage_history
+from engine.evaluate.broadcast import broadcast_figures
 from engine.reporting import deliverability
 from engine.reporting.abtest import SplitResult, split_results
 from engine.reporting.carts import cart_figures
@@ -94,6 +95,8 @@ class Report:
     lapsed: int = 0
     stages: dict[str, int] = field(default_factory=dict)
     funnel: list[dict[str, Any]] = field(default_factory=list)
+    #: each broadcast: its id, template and sends by status
+    broadcasts: list[dict[str, Any]] = field(default_factory=list)
     #: each segment of segments.yaml: members now, entries and exits in the period
     segments: list[dict[str, Any]] = field(default_factory=list)
     carts: int = 0
@@ -212,6 +215,7 @@ def build(
         r.period = period(conn, start, now, generated_at or now)
         r.customers = conn.execute(select(func.count()).select_from(customers)).scalar_one()
         r.segments = segment_counts(conn, [s.name for s in ruleset.segments], start, now)
+        r.broadcasts = broadcast_figures(conn)
         for stage, n in conn.execute(select(customers.c.stage, func.count()).group_by(customers.c.stage)):
             r.stages[stage or "(none)"] = int(n)
         r.stages = dict(sorted(r.stages.items(), key=lambda kv: -kv[1]))

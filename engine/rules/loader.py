@@ -29,6 +29,8 @@ from engine.rules.yaml import RuleFile, display, suggest
 STAGES_FILE = "stages.yaml"
 SETTINGS_FILE = "settings.yaml"
 SEGMENTS_FILE = "segments.yaml"
+#: the rule id of a broadcast's sends is this and the broadcast id
+BROADCAST_PREFIX = "broadcast."
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class RuleSet:
         for r in self.rules:
             if r.id == rule_id:
                 return r
+        if rule_id.startswith(BROADCAST_PREFIX):
+            return broadcast_rule(rule_id)
         raise KeyError(rule_id)
 
     def digest(self, rule_id: str) -> str:
@@ -53,6 +57,22 @@ class RuleSet:
     @property
     def enabled(self) -> list[Rule]:
         return [r for r in self.rules if r.enabled]
+
+
+def broadcast_rule(rule_id: str) -> Rule:
+    """The rule a broadcast's sends are delivered under: marketing (cap, quiet hours, opt-outs of
+    everything or of this broadcast), no exit events. KeyError for an id a rule could not have."""
+    try:
+        return Rule.model_validate(
+            {
+                "id": rule_id,
+                "description": f"Broadcast {rule_id[len(BROADCAST_PREFIX) :]}",
+                "trigger": {"event": "broadcast"},
+                "steps": [{"send": "broadcast"}],
+            }
+        )
+    except ValueError:
+        raise KeyError(rule_id) from None
 
 
 def rule_files(rules_dir: Path) -> list[Path]:
