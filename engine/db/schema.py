@@ -186,9 +186,8 @@ enrollments = Table(
     Column("variant", String(64)),
     Column("bucket", Integer, nullable=False, default=0),
     Column("ended_at", UTCDateTime()),
-    #: at a `wait_for` step: when the step was reached (due_at is then the timeout)
+    #: at a `wait_for` step: when it was reached (due_at is the timeout); the event that released it
     Column("waiting_since", UTCDateTime()),
-    #: the event that released the latest `wait_for` step reached (NULL: not yet, or timed out)
     Column("released_by", BigID),
     UniqueConstraint("rule_id", "customer_id", "occurrence"),
     Index("ix_enrollments_rule_status_due", "rule_id", "status", "due_at"),
@@ -304,7 +303,7 @@ ticks = Table(
 )
 
 #: a rule is evaluated from the first tick that saw it (CONTRACT section 7)
-segment_members = Table(
+segment_members = Table(  # as of the last tick
     "segment_members",
     metadata,
     Column("segment", String(64), primary_key=True),
@@ -314,31 +313,37 @@ segment_members = Table(
 )
 
 
-#: every entry into and exit from a segment, with the tick that computed it
+#: every entry into and exit from a segment (fires: False for a new segment's first members)
 segment_history = Table(
     "segment_history",
     metadata,
     Column("id", BigID, primary_key=True, autoincrement=True),
     Column("segment", String(64), nullable=False),
     Column("customer_id", BigID, nullable=False),
-    #: True: entered; False: exited
-    Column("entered", Boolean, nullable=False),
+    Column("entered", Boolean, nullable=False),  # False: exited
     Column("at", UTCDateTime(), nullable=False),
-    #: False for the members a segment starts with (a new segment mails no one)
     Column("fires", Boolean, nullable=False, default=True),
     Column("tick_id", BigInteger),
     Index("ix_segment_history_tick", "tick_id", "segment"),
     Index("ix_segment_history_customer", "customer_id", "at"),
 )
 
-
-#: the segments a tick has computed: one first seen records its members silently
+#: the segments computed so far (one first seen records its members silently)
 segment_state = Table(
     "segment_state",
     metadata,
     Column("segment", String(64), primary_key=True),
     Column("first_tick_at", UTCDateTime(), nullable=False),
     Column("digest", String(64), nullable=False),
+)
+
+#: sends claimed per channel and rate-limit window, shared by every dispatcher
+rate_budget = Table(
+    "rate_budget",
+    metadata,
+    Column("channel", String(32), primary_key=True),
+    Column("window_start", UTCDateTime(), primary_key=True),
+    Column("used", Integer, nullable=False, default=0),
 )
 
 

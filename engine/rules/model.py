@@ -162,8 +162,36 @@ class SoftBounce(Strict):
     within: Duration = Field(default_factory=lambda: timedelta(days=7))
 
 
+RATE_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+)\s*$")
+
+
+def parse_rate(text: str) -> tuple[int, int]:
+    """`50000/h` as (sends, window in seconds); ValueError saying how to write it."""
+    found = _RATE.match(str(text))
+    if not found or found.group(2) not in RATE_UNITS or int(found.group(1)) < 1:
+        raise ValueError(f"rate limit {text!r} is not like 50000/h (a number per s, m, h or d)")
+    return int(found.group(1)), RATE_UNITS[found.group(2)]
+
+
 class SettingsFile(Strict):
     frequency_cap: FrequencyCap | None = None
+    #: sends per channel and fixed window (`{email: 50000/h, webhook: 10/s}`), across all workers
+    rate_limit: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rates(cls, v: dict[str, str]) -> dict[str, str]:
+        for channel, rate in v.items():
+            if channel not in ("email", "webhook"):
+                raise ValueError(f"rate_limit is per channel: email or webhook, not '{channel}'")
+            parse_rate(rate)
+        return v
+
+    def rate_limits(self) -> dict[str, tuple[int, int]]:
+        """(sends, window in seconds) per limited channel."""
+        return {channel: parse_rate(rate) for channel, rate in self.rate_limit.items()}
+
     #: default quiet hours for every rule that does not set its own
     quiet_hours: QuietWindow | None = None
     #: timezone for customers who have none

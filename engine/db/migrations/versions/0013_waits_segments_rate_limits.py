@@ -1,5 +1,5 @@
-"""wait_for steps (when an enrollment reached the step, the event that released it) and segments
-(members, history of entries and exits, the segments computed so far)
+"""wait_for steps (when an enrollment reached the step, the event that released it), segments
+(members, history of entries and exits, the segments computed so far) and send-rate budgets
 
 Revision ID: 0013
 Revises: 0010
@@ -52,9 +52,17 @@ def upgrade() -> None:
         sa.Column("digest", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("segment", name=op.f("pk_segment_state")),
     )
+    op.create_table(
+        "rate_budget",
+        sa.Column("channel", sa.String(length=32), nullable=False),
+        sa.Column("window_start", UTCDateTime(), nullable=False),
+        sa.Column("used", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("channel", "window_start", name=op.f("pk_rate_budget")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("rate_budget")
     op.drop_table("segment_state")
     op.drop_index("ix_segment_history_customer", table_name="segment_history")
     op.drop_index("ix_segment_history_tick", table_name="segment_history")
