@@ -78,7 +78,9 @@ def test_100_a_minute_spreads_1000_due_sends_over_ten_minutes_of_two_dispatchers
         assert per_minute == [100] * 10 + [0, 0]
         assert len({m["To"] for m in recorder.messages}) == 1000
     with kit.engine.connect() as conn:
-        statuses = dict(conn.execute(select(sends.c.status, func.count()).group_by(sends.c.status)).all())
+        statuses: dict[str, int] = dict(
+            conn.execute(select(sends.c.status, func.count()).group_by(sends.c.status)).all()
+        )
     assert statuses == {"sent": 1000}
     metrics = render_latest().decode()
     assert 'journey_rate_limit_budget{channel="email"} 100.0' in metrics
