@@ -164,7 +164,6 @@ def _inactivity_matched(conn: Connection, t: InactivityTrigger, w: Window) -> Se
         ev.c.ts <= w.now - ina.for_,
         ev.c.id <= w.event_seq,
         customers.c.id == ev.c.customer_id,
-        *(json_field(conn, ev.c.properties, name, "any").is_not(None) for name in ina.match),
         ~exists().where(
             again.c.customer_id == ev.c.customer_id,
             again.c.name == ina.event,
@@ -273,10 +272,12 @@ def enroll(conn: Connection, rule: Rule, w: Window, *, default_tz: str = "UTC") 
             earlier = enrollments.alias("earlier")
             # the earliest occurrence per customer in this window, and only if the customer did
             # not enter the rule within `reentry` before it
-            if isinstance(rule.trigger, EventTrigger):
-                # Only an event trigger can give a customer several occurrences in one SELECT
-                # (the others read one summary row, one stage change, one fire time per
-                # customer). The correlated min() re-runs the trigger query per row: over the
+            if isinstance(rule.trigger, EventTrigger) or (
+                isinstance(rule.trigger, InactivityTrigger) and rule.trigger.inactivity.match
+            ):
+                # Only an event trigger, or an inactivity with `match` (one per cart), can give a
+                # customer several occurrences in one SELECT (the others read one summary row,
+                # one stage change, one fire time per customer). The correlated min() re-runs the trigger query per row: over the
                 # few new events that is cheap, over an inactivity window it was quadratic.
                 base2 = base.alias("occ2")
                 first_occ = select(func.min(base2.c.occurrence)).where(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, exists, literal, select
+from sqlalchemy import ColumnElement, Connection, and_, exists, literal, or_, select
 
 from engine.db import add_seconds, json_field
 from engine.db.schema import enrollments, events
@@ -30,11 +30,14 @@ e = enrollments
 def same_properties(
     conn: Connection, names: list[str], props: Any, other_props: Any
 ) -> list[ColumnElement[bool]]:
-    """`match:`: each named property of one event equals the other's (a missing one matches
-    nothing)."""
-    return [
-        json_field(conn, props, name, "any") == json_field(conn, other_props, name, "any") for name in names
-    ]
+    """`match:`: each named property of one event equals the other's. An event without the
+    property is tied to none in particular and matches any (a shop that sends no cart ids keeps
+    one cart per customer)."""
+    out: list[ColumnElement[bool]] = []
+    for name in names:
+        mine, theirs = json_field(conn, props, name, "any"), json_field(conn, other_props, name, "any")
+        out.append(or_(mine == theirs, mine.is_(None), theirs.is_(None)))
+    return out
 
 
 def _awaited(

@@ -183,3 +183,17 @@ def test_match_without_a_trigger_event_is_an_error_at_load(tmp_path: Path) -> No
     with pytest.raises(RuleError) as info:
         load_ruleset(rules, None)
     assert "x.yaml:4:" in str(info.value) and "within" in str(info.value)
+
+
+def test_events_without_the_matched_property_are_one_cart_as_before(db: Engine, tmp_path: Path) -> None:
+    kit = Kit(db, tmp_path)
+    kit.rules(CART_QUIET)
+    kit.tick(T0 - H)
+    kit.identify("ada", T0 - H)
+    kit.identify("bob", T0 - H)
+    kit.track("ada", "cart_updated", T0)
+    kit.track("ada", "cart_updated", T0 + 5 * M)  # restarts the clock: one reminder, for this one
+    kit.track("bob", "cart_updated", T0, cart_id="A")
+    kit.track("bob", "order_placed", T0 + 30 * M)  # an order tied to no cart stops every cart
+    kit.tick(T0 + 3 * H)
+    assert [(r.template, r.due_at) for r in kit.send_rows()] == [("cart_reminder", T0 + 65 * M)]
