@@ -39,6 +39,7 @@ from engine.db.schema import (
     segment_members,
     segment_state,
     stage_history,
+    unsubscribes,
 )
 from engine.evaluate.conditions import (
     Ctx,
@@ -49,7 +50,7 @@ from engine.evaluate.conditions import (
     uses_attributes,
 )
 from engine.evaluate.window import Window, new_events
-from engine.rules.conditions import EventCondition, StageCondition, segment_names, walk
+from engine.rules.conditions import AttributeCondition, EventCondition, StageCondition, segment_names, walk
 from engine.rules.model import Segment
 
 _candidates = Table("tick_segment_candidates", MetaData(), Column("id", BigInteger))
@@ -88,6 +89,9 @@ def _candidates_of(segment: Segment, w: Window) -> Any:
         parts.append(
             select(stage_history.c.customer_id.label("id")).where(stage_history.c.tick_id == w.tick_id)
         )
+    if uses_attributes(segment.when):  # `subscribed:`: opt-outs and suppressions of the window
+        parts.append(select(unsubscribes.c.customer_id.label("id")).where(unsubscribes.c.at > w.start))
+        parts.append(select(customers.c.id.label("id")).where(customers.c.email_suppressed_at > w.start))
     used = segment_names(segment.when)
     if used:
         h = segment_history
@@ -95,6 +99,11 @@ def _candidates_of(segment: Segment, w: Window) -> Any:
             select(h.c.customer_id.label("id")).where(h.c.tick_id == w.tick_id, h.c.segment.in_(used))
         )
     return union(*parts)
+
+
+def _reads_attributes(cond: Any) -> bool:
+    """Attributes change without an event (an identify): such a segment looks at everyone."""
+    return any(isinstance(c, AttributeCondition) for c in walk(cond))
 
 
 def _counted_thresholds(cond: Any) -> set[tuple[str, float]]:
@@ -143,7 +152,7 @@ def _recompute_one(conn: Connection, seg: Segment, w: Window, *, full: bool, sil
     holds = compile_condition(seg.when, Ctx(conn=conn, now=w.now))
     was = segment_member(seg.name)
     which: list[ColumnElement[bool]] = []
-    if not full and not uses_attributes(seg.when):
+    if not full and not _reads_attributes(seg.when):
         _materialise(conn, _candidates_of(seg, w))
         which.append(customers.c.id.in_(select(_candidates.c.id)))
     h = segment_history
