@@ -162,6 +162,23 @@ def render_html(r: Report) -> str:
         )
         if r.segments
         else ""
+    ) + (
+        "<h2>Broadcasts</h2>"
+        + _table(
+            ["broadcast", "template", "scheduled", "by status"],
+            [
+                [
+                    b["broadcast"],
+                    b["template"],
+                    f"{sum(b['by_status'].values()):,}",
+                    ", ".join(f"{k} {v:,}" for k, v in sorted(b["by_status"].items())),
+                ]
+                for b in r.broadcasts
+            ],
+            "broadcasts",
+        )
+        if r.broadcasts
+        else ""
     )
     stages = _bars(
         [

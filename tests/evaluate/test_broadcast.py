@@ -13,6 +13,7 @@ from engine.cli import main
 from engine.db.schema import customers, sends
 from engine.delivery.deliverer import Deliverer
 from engine.delivery.dispatch import dispatch_due
+from engine.reporting.html import render_html
 from engine.reporting.report import build
 from engine.reporting.text import render_text
 from engine.settings import Settings
@@ -102,8 +103,9 @@ def test_a_broadcast_run_twice_sends_once_per_member_honouring_opt_outs_and_quie
     assert _cli(settings, monkeypatch, *args) == 0  # still nothing new
     assert len(smtp.messages) == 2
 
-    text = render_text(build(kit.engine, kit.ruleset, now=T0 + 8 * H))
-    assert "Broadcast nov (newsletter): 3 scheduled; sent 2, suppressed 1" in text
+    report = build(kit.engine, kit.ruleset, now=T0 + 8 * H)
+    assert "Broadcast nov (newsletter): 3 scheduled; sent 2, suppressed 1" in render_text(report)
+    assert "<td>nov</td><td>newsletter</td><td>3</td><td>sent 2, suppressed 1</td>" in render_html(report)
 
 
 def test_an_unknown_segment_or_template_is_a_clear_error(
