@@ -7,8 +7,9 @@ PostgreSQL runs on a server of the bench's own (bench/pgserver.py: a free port, 
 working set, durable settings), or with `--pg-server shared` on the one at JOURNEY_BENCH_PG_URL
 (needed by --keep-db and --from-db, whose database must outlive the run).
 
-Prints, for each database: ingest events/s, the full tick (every customer's stage and every rule),
-the incremental tick after 1% of customers changed, and the same work done the naive way (customers
+Prints, for each database: ingest events/s, the full tick (every customer's stage, segment and every
+rule, the shipped rules with their wait_for, segments and cart_id match), the incremental tick
+after 1% of customers changed (views, carts, some orders and survey answers), and the same work done the naive way (customers
 loaded into Python and evaluated one by one, timed on a sample and extrapolated), with the ratio.
 """
 
@@ -125,7 +126,12 @@ def run(
         buf = io.StringIO()
         for i, cid in enumerate(changed):
             at = end + timedelta(minutes=1 + (i % 50))
-            for name in ("product_viewed", "cart_updated"):
+            # a view and a new cart; every fourth also checks it out (a cart_id match, an order
+            # that can make a vip), every fourth other answers the survey (releases a wait_for)
+            names = ["product_viewed", "cart_updated"]
+            names += ["order_placed"] if i % 4 == 0 else ["survey_answered"] if i % 4 == 1 else []
+            for name in names:
+                props = {"cart_id": f"bench-{cid}", "cart_value": 10.0, "value": 10.0, "score": 9}
                 buf.write(
                     json.dumps(
                         {
@@ -134,7 +140,7 @@ def run(
                             "event": name,
                             "timestamp": at.isoformat(),
                             "message_id": f"bench-{name}-{cid}",
-                            "properties": {"cart_value": 10.0},
+                            "properties": props,
                         }
                     )
                     + "\n"

@@ -19,6 +19,7 @@ from engine.rules.model import (
     Compare,
     EventCondition,
     NotCondition,
+    SegmentCondition,
     StageCondition,
     SubscribedCondition,
 )
@@ -70,6 +71,8 @@ def holds(cond: Any, c: PyCustomer, now: datetime) -> bool:
         return c.row.get("stage") in cond.names()
     if isinstance(cond, SubscribedCondition):
         return c.row.get("email") is not None
+    if isinstance(cond, SegmentCondition):
+        return cond.segment in c.row.get("segments", ())
     if isinstance(cond, EventCondition):
         found = [
             (ts, props)
@@ -98,13 +101,18 @@ def load(engine: Engine, customer_ids: list[int]) -> list[PyCustomer]:
 
 
 def evaluate(ruleset: RuleSet, people: list[PyCustomer], now: datetime, start: datetime) -> int:
-    """Stage of each customer, then each rule's trigger and conditions; returns matches found."""
+    """Stage and segments of each customer, then each rule's trigger and conditions; returns
+    matches found."""
     matches = 0
     for c in people:
         for stage in ruleset.stages:
             if stage.when is None or holds(stage.when, c, now):
                 c.row["stage"] = stage.name
                 break
+        c.row["segments"] = set()
+        for segment in ruleset.segments:  # in the loader's order: each after those it uses
+            if holds(segment.when, c, now):
+                c.row["segments"].add(segment.name)
         for rule in ruleset.rules:
             t = rule.trigger
             fired = False
@@ -112,12 +120,22 @@ def evaluate(ruleset: RuleSet, people: list[PyCustomer], now: datetime, start: d
                 fired = any(start < ts <= now for ts, _ in c.events.get(t.event, []))
             elif isinstance(t, InactivityTrigger):
                 ina = t.inactivity
-                seen = [ts for ts, _ in c.events.get(ina.event, []) if ts <= now]
-                if seen:
+                # one clock per value of the matched properties (one per cart with match: [cart_id])
+                groups: dict[tuple[Any, ...], list[datetime]] = defaultdict(list)
+                for ts, props in c.events.get(ina.event, []):
+                    if ts <= now:
+                        groups[tuple(props.get(m) for m in ina.match)].append(ts)
+                for key, seen in groups.items():
                     last = max(seen)
                     quiet = start - ina.for_ < last <= now - ina.for_
-                    stopped = any(ts >= last for u in ina.until for ts, _ in c.events.get(u, []) if ts <= now)
-                    fired = quiet and not stopped
+                    stopped = any(
+                        ts >= last
+                        and all(props.get(m) in (k, None) for m, k in zip(ina.match, key, strict=True))
+                        for u in ina.until
+                        for ts, props in c.events.get(u, [])
+                        if ts <= now
+                    )
+                    fired = fired or (quiet and not stopped)
             elif isinstance(t, ScheduleTrigger) and t.audience is not None:
                 fired = holds(t.audience, c, now)
             if fired and all(holds(x, c, now) for x in rule.conditions):

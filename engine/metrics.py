@@ -98,6 +98,33 @@ def observe_scheduler(*, leader: bool, queue_lag_seconds: float) -> None:
     m.queue_lag.set(queue_lag_seconds)
 
 
+@cache
+def rate_metrics() -> tuple[Gauge, Gauge]:
+    """A dispatcher's rate-limit series: sends claimed in the current window, and the budget."""
+    return (
+        Gauge(
+            "journey_rate_limit_used",
+            "sends claimed in the channel's current rate-limit window (all dispatchers)",
+            ["channel"],
+            registry=REGISTRY,
+            multiprocess_mode="max",
+        ),
+        Gauge(
+            "journey_rate_limit_budget",
+            "sends allowed per rate-limit window (settings.yaml rate_limit)",
+            ["channel"],
+            registry=REGISTRY,
+            multiprocess_mode="max",
+        ),
+    )
+
+
+def observe_rate(channel: str, *, used: int, budget: int) -> None:
+    used_gauge, budget_gauge = rate_metrics()
+    used_gauge.labels(channel).set(used)
+    budget_gauge.labels(channel).set(budget)
+
+
 def observe_send(rule: str, channel: str, status: str, latency_seconds: float | None = None) -> None:
     m = send_metrics()
     m.sends.labels(rule, channel, status).inc()

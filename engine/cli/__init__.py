@@ -15,6 +15,7 @@ import click
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from engine.cli import (
+    broadcast,
     customers,
     db,
     delivery,
@@ -51,6 +52,7 @@ for command in (
     evaluate.explain,
     delivery.preview,
     delivery.send_test,
+    broadcast.broadcast,
     reporting.report,
     reporting.graph,
     sim.generate,

@@ -1,20 +1,15 @@
 """The data model, as SQLAlchemy Core tables (one code path for PostgreSQL and SQLite).
 
 Times are stored in UTC: ``timestamptz`` on PostgreSQL, naive UTC text on SQLite; Python always
-sees aware UTC datetimes.
+sees aware UTC datetimes (engine.db.types).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
-
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Boolean,
     Column,
-    DateTime,
     Float,
     ForeignKey,
     Index,
@@ -25,9 +20,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
+
+from engine.db.types import BigID, JSONType, UTCDateTime
 
 metadata = MetaData(
     naming_convention={
@@ -37,39 +31,6 @@ metadata = MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
-
-#: JSON on SQLite, JSONB on PostgreSQL
-JSONType = JSON().with_variant(JSONB(), "postgresql")
-#: a 64-bit key that is still SQLite's rowid alias (INTEGER PRIMARY KEY)
-BigID = BigInteger().with_variant(Integer(), "sqlite")
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes in Python; timestamptz on PostgreSQL, naive UTC on SQLite."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> Any:
-        if dialect.name == "sqlite":
-            return dialect.type_descriptor(DateTime(timezone=False))
-        return dialect.type_descriptor(DateTime(timezone=True))
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: Journey stores only aware times")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
-
 
 customers = Table(
     "customers",
@@ -198,6 +159,9 @@ enrollments = Table(
     Column("variant", String(64)),
     Column("bucket", Integer, nullable=False, default=0),
     Column("ended_at", UTCDateTime()),
+    #: at a `wait_for` step: when it was reached (due_at is the timeout); the event that released it
+    Column("waiting_since", UTCDateTime()),
+    Column("released_by", BigID),
     UniqueConstraint("rule_id", "customer_id", "occurrence"),
     Index("ix_enrollments_rule_status_due", "rule_id", "status", "due_at"),
     Index("ix_enrollments_customer", "customer_id", "rule_id"),
@@ -315,6 +279,50 @@ ticks = Table(
 )
 
 #: a rule is evaluated from the first tick that saw it (CONTRACT section 7)
+segment_members = Table(  # as of the last tick
+    "segment_members",
+    metadata,
+    Column("segment", String(64), primary_key=True),
+    Column("customer_id", BigID, primary_key=True),
+    Column("since", UTCDateTime(), nullable=False),
+    Index("ix_segment_members_customer", "customer_id"),
+)
+
+
+#: every entry into and exit from a segment (fires: False for a new segment's first members)
+segment_history = Table(
+    "segment_history",
+    metadata,
+    Column("id", BigID, primary_key=True, autoincrement=True),
+    Column("segment", String(64), nullable=False),
+    Column("customer_id", BigID, nullable=False),
+    Column("entered", Boolean, nullable=False),  # False: exited
+    Column("at", UTCDateTime(), nullable=False),
+    Column("fires", Boolean, nullable=False, default=True),
+    Column("tick_id", BigInteger),
+    Index("ix_segment_history_tick", "tick_id", "segment"),
+    Index("ix_segment_history_customer", "customer_id", "at"),
+)
+
+#: the segments computed so far (one first seen records its members silently)
+segment_state = Table(
+    "segment_state",
+    metadata,
+    Column("segment", String(64), primary_key=True),
+    Column("first_tick_at", UTCDateTime(), nullable=False),
+    Column("digest", String(64), nullable=False),
+)
+
+#: sends claimed per channel and rate-limit window, shared by every dispatcher
+rate_budget = Table(
+    "rate_budget",
+    metadata,
+    Column("channel", String(32), primary_key=True),
+    Column("window_start", UTCDateTime(), primary_key=True),
+    Column("used", Integer, nullable=False, default=0),
+)
+
+
 rule_state = Table(
     "rule_state",
     metadata,

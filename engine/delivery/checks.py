@@ -15,8 +15,8 @@ from engine.delivery.locales import PARTS, complete, not_covered, parse_filename
 from engine.delivery.render import Templates
 from engine.errors import Problem, RuleError, TemplateError
 from engine.rules.loader import RuleSet, load_ruleset, rule_entries, rule_files
-from engine.rules.model import Rule, SendStep
-from engine.rules.walk import walk_steps
+from engine.rules.model import Rule, SendStep, WaitForStep
+from engine.rules.walk import step_at, walk_steps
 from engine.rules.yaml import RuleFile, display, suggest
 
 
@@ -285,12 +285,19 @@ def _locale_drift(
     return problems
 
 
-def _yaml_loc(path: str) -> tuple[Any, ...]:
-    """Where the step at a step path sits in the rule's YAML: '0.B.1' is steps/0/variants/B/1."""
+def _yaml_loc(rule: Rule, path: str) -> tuple[Any, ...]:
+    """Where the step at a step path sits in the rule's YAML: '0.B.1' is steps/0/variants/B/1,
+    '2.then.0' is steps/2/branch/then/0 or steps/2/wait_for/then/0."""
     parts = path.split(".")
     loc: list[Any] = ["steps", int(parts[0])]
-    for key, index in zip(parts[1::2], parts[2::2], strict=True):
-        loc += ["branch", key] if key in ("then", "else") else ["variants", key]
+    for i, (key, index) in enumerate(zip(parts[1::2], parts[2::2], strict=True)):
+        parent = step_at(rule, ".".join(parts[: 2 * i + 1]))
+        if isinstance(parent, WaitForStep):
+            loc += ["wait_for", key]
+        elif key in ("then", "else"):
+            loc += ["branch", key]
+        else:
+            loc += ["variants", key]
         loc.append(int(index))
     return tuple(loc)
 
@@ -315,7 +322,7 @@ def check_overrides(rules_dir: Path, templates_dir: Path, ruleset: RuleSet) -> l
                     shown = ", ".join(sorted(known)) or "none"
                     problems.append(
                         where(
-                            (*_yaml_loc(path), "send", "blocks", block),
+                            (*_yaml_loc(rule, path), "send", "blocks", block),
                             f"template '{name}' has no block '{block}' (its blocks: {shown})",
                         )
                     )
@@ -328,7 +335,7 @@ def check_overrides(rules_dir: Path, templates_dir: Path, ruleset: RuleSet) -> l
                     key, what = "subject", exc.file
                 else:
                     key, what = "blocks", f"the blocks given for {exc.file}"
-                problems.append(where((*_yaml_loc(path), "send", key), f"{exc.message} (in {what})"))
+                problems.append(where((*_yaml_loc(rule, path), "send", key), f"{exc.message} (in {what})"))
     return problems
 
 

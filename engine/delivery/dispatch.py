@@ -19,6 +19,7 @@ from engine.db import is_postgres, write_tx
 from engine.db.schema import sends
 from engine.delivery.deliverer import Deliverer
 from engine.delivery.ledger import LEASE
+from engine.delivery.ratelimit import reserve, spend
 from engine.delivery.status import DeliveryStats, Reason, SendStatus
 from engine.errors import ConfigError
 from engine.pauses import paused_ids
@@ -65,22 +66,39 @@ def recover(engine: Engine, *, now: datetime, lease: timedelta = LEASE, queued: 
     return int(n or 0)
 
 
-def claim(engine: Engine, *, now: datetime, limit: int) -> list[tuple[int, str]]:
-    """Due rows, marked queued in one short transaction: (id, channel), highest priority first."""
+def claim(
+    engine: Engine, *, now: datetime, limit: int, rates: dict[str, tuple[int, int]] | None = None
+) -> list[tuple[int, str]]:
+    """Due rows, marked queued in one short transaction: (id, channel), highest priority first.
+    A channel with a rate limit gives no more than what is left of its window's budget."""
+    rates = rates or {}
     with write_tx(engine) as conn:
-        query = (
-            select(sends.c.id, sends.c.channel)
-            .where(
-                sends.c.status == SendStatus.DUE,
-                sends.c.due_at <= now,
-                sends.c.rule_id.not_in(paused_ids()),  # a paused rule's sends wait for its resume
+
+        def due(*where: Any, n: int) -> list[tuple[int, str]]:
+            query = (
+                select(sends.c.id, sends.c.channel)
+                .where(
+                    sends.c.status == SendStatus.DUE,
+                    sends.c.due_at <= now,
+                    sends.c.rule_id.not_in(paused_ids()),  # a paused rule's sends wait for its resume
+                    *where,
+                )
+                .order_by(sends.c.priority.desc(), sends.c.due_at, sends.c.id)
+                .limit(n)
             )
-            .order_by(sends.c.priority.desc(), sends.c.due_at, sends.c.id)
-            .limit(limit)
-        )
-        if is_postgres(conn):
-            query = query.with_for_update(skip_locked=True)
-        rows = [(int(r.id), str(r.channel)) for r in conn.execute(query)]
+            if is_postgres(conn):
+                query = query.with_for_update(skip_locked=True)
+            return [(int(r.id), str(r.channel)) for r in conn.execute(query)]
+
+        if not rates:
+            rows = due(n=limit)
+        else:
+            rows = due(sends.c.channel.not_in(list(rates)), n=limit)
+            for channel, (budget, seconds) in sorted(rates.items()):
+                left = reserve(conn, channel, budget, seconds, now, limit - len(rows))
+                taken = due(sends.c.channel == channel, n=left) if left else []
+                spend(conn, channel, budget, seconds, now, len(taken))
+                rows += taken
         for i in range(0, len(rows), 1000):
             chunk = [r[0] for r in rows[i : i + 1000]]
             conn.execute(
@@ -174,11 +192,13 @@ def dispatch_due(
         deliverer = Deliverer.create(engine, settings, ruleset)
     if enqueue is not None:
         stats.republished = republish(engine, enqueue, now=now, batch_size=batch_size)
+    rules = ruleset if ruleset is not None else (deliverer.ruleset if deliverer is not None else None)
+    rates = rules.settings.rate_limits() if rules is not None else {}
     remaining = limit  # with a broker: at most `limit` rows this call; in-process: until none is due
     while remaining > 0:
         # claimed a chunk at a time, so the first batches reach the workers while the rest waits
         want = min(remaining, CLAIM_CHUNK)
-        rows = claim(engine, now=now, limit=want)
+        rows = claim(engine, now=now, limit=want, rates=rates)
         if not rows:
             break
         if enqueue is not None:

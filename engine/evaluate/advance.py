@@ -14,10 +14,12 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, exists, literal, select
 
 from engine.db import add_seconds, insert_ignore, json_merge
-from engine.db.schema import JSONType, customers, enrollments, sends
+from engine.db.schema import customers, enrollments, sends
+from engine.db.types import JSONType
 from engine.evaluate.conditions import Ctx, compile_condition
+from engine.evaluate.waits import wait_for
 from engine.evaluate.window import Window
-from engine.rules.model import BranchStep, Rule, SendStep, SplitStep, UpdateStep, WaitStep
+from engine.rules.model import BranchStep, Rule, SendStep, SplitStep, UpdateStep, WaitForStep, WaitStep
 from engine.rules.walk import first_of, next_path, positions, step_at
 
 e = enrollments
@@ -76,6 +78,8 @@ def advance(conn: Connection, rule: Rule, w: Window) -> dict[str, int]:
             values = _moved(after)
             values["due_at"] = add_seconds(conn, e.c.due_at, step.wait.total_seconds())
             n = conn.execute(e.update().where(here).values(**values)).rowcount
+        elif isinstance(step, WaitForStep):
+            n = wait_for(conn, rule, path, step, w)
         elif isinstance(step, BranchStep):
             cond = compile_condition(step.branch.if_, ctx)
             holds = exists().where(customers.c.id == e.c.customer_id, cond)

@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 
 from engine.db import is_postgres, json_field, sqlite_json_key
-from engine.db.schema import customers, event_summary, events, unsubscribes
+from engine.db.schema import customers, event_summary, events, segment_members, unsubscribes
 from engine.rules.conditions import (
     AllCondition,
     AnyCondition,
@@ -34,6 +34,7 @@ from engine.rules.conditions import (
     Compare,
     EventCondition,
     NotCondition,
+    SegmentCondition,
     StageCondition,
     SubscribedCondition,
     children,
@@ -133,7 +134,16 @@ def compile_condition(cond: Any, ctx: Ctx) -> ColumnElement[bool]:
         return and_(customers.c.stage.is_not(None), customers.c.stage.in_(names))
     if isinstance(cond, SubscribedCondition):
         return subscribed(cond.subscribed, ctx.topic)
+    if isinstance(cond, SegmentCondition):
+        return segment_member(cond.segment)
     raise TypeError(f"not a condition: {cond!r}")
+
+
+def segment_member(name: str) -> ColumnElement[bool]:
+    """The customer is a member of segment `name`, as of this tick's recompute (the segments are
+    computed before the rules, each after those it uses)."""
+    m = segment_members.alias()
+    return exists().where(m.c.segment == name, m.c.customer_id == customers.c.id)
 
 
 def compile_all(conds: list[Any], ctx: Ctx) -> ColumnElement[bool]:
@@ -357,39 +367,11 @@ def uses_attributes(cond: Any) -> bool:
     return any(isinstance(c, AttributeCondition | SubscribedCondition) for c in walk(cond))
 
 
-def describe(cond: Any) -> str:
-    """A condition written back the way a marketer wrote it, on one line."""
-    if isinstance(cond, AllCondition | AnyCondition):
-        word = "all" if isinstance(cond, AllCondition) else "any"
-        return f"{word} of (" + "; ".join(describe(c) for c in children(cond)) + ")"
-    if isinstance(cond, NotCondition):
-        return "not (" + describe(cond.not_) + ")"
-    if isinstance(cond, AttributeCondition):
-        return f"attribute {cond.attribute} {cond.op} {cond.value!r}"
-    if isinstance(cond, EventCondition):
-        from engine.rules.durations import format_duration
-
-        text = f"event {cond.event}"
-        if cond.where:
-            text += " where " + ", ".join(f"{k} {c.op} {c.value!r}" for k, c in cond.where.items())
-        if cond.count is not None:
-            text += f" count {cond.count.op} {cond.count.value!r}"
-        if cond.within is not None:
-            text += f" within {format_duration(cond.within)}"
-        return text
-    if isinstance(cond, StageCondition):
-        return "stage in " + ", ".join(cond.names())
-    if isinstance(cond, SubscribedCondition):
-        return f"subscribed to {cond.subscribed}"
-    return repr(cond)
-
-
 __all__ = [
     "Ctx",
     "SummaryPivot",
     "compile_all",
     "compile_condition",
-    "describe",
     "event_names",
     "false",
     "subscribed",

@@ -9,15 +9,32 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 
 from engine.addresses import hash_of
-from engine.db.schema import customer_aliases, customers, enrollments, event_summary, sends, suppressions
+from engine.db.schema import (
+    customer_aliases,
+    customers,
+    enrollments,
+    event_summary,
+    events,
+    segment_members,
+    sends,
+    suppressions,
+)
 from engine.errors import JourneyError
-from engine.evaluate.conditions import Ctx, compile_condition, describe
+from engine.evaluate.conditions import Ctx, compile_condition
 from engine.pauses import paused
 from engine.rules.conditions import AllCondition, AnyCondition, NotCondition, children
+from engine.rules.describe import describe
 from engine.rules.durations import format_duration
 from engine.rules.loader import RuleSet
-from engine.rules.model import Rule, SendStep, WaitStep
-from engine.rules.triggers import EventTrigger, InactivityTrigger, ScheduleTrigger, StageTrigger
+from engine.rules.model import Rule, SendStep, WaitForStep, WaitStep
+from engine.rules.triggers import (
+    EventTrigger,
+    InactivityTrigger,
+    ScheduleTrigger,
+    SegmentEnteredTrigger,
+    SegmentExitedTrigger,
+    StageTrigger,
+)
 from engine.rules.walk import step_at
 from engine.suppressions import blocks
 
@@ -34,6 +51,8 @@ class Explanation:
     stage: str | None
     lines: list[Line] = field(default_factory=list)
     rules: dict[str, str] = field(default_factory=dict)  # rule id -> fired | waiting | not firing | ...
+    #: the segments the customer is in
+    segments: list[str] = field(default_factory=list)
 
     def render(self) -> str:
         return "\n".join("  " * line.depth + line.text for line in self.lines)
@@ -105,6 +124,7 @@ def explain(engine: Engine, ruleset: RuleSet, external_id: str, *, now: datetime
             ex.lines.append(Line(f"merged id {alias} at {at.isoformat()}", 1))
         _explain_stage(conn, ruleset, c.id, now, ex)
         ex.lines += _suppression_lines(conn, c.email)
+        _explain_segments(conn, ruleset, c.id, ex)
         pauses = paused(conn)
         for rule in ruleset.rules:
             pause = pauses.get(rule.id)
@@ -174,7 +194,20 @@ def _explain_rule(
         ex.lines.append(Line(f"{head}: {state}", 0))
         for row in rows:
             ex.lines.append(Line(f"entered {row.entered_at.isoformat()} ({_ago(now, row.entered_at)})", 1))
-            if row.status == "active" and row.position is not None:
+            if row.released_by is not None:
+                ex.lines.append(_released_line(conn, row.released_by))
+            if row.status == "active" and row.position is not None and row.waiting_since is not None:
+                wf = step_at(rule, row.position).wait_for
+                matching = f" with the same {', '.join(wf.match)}" if wf.match else ""
+                ex.lines.append(
+                    Line(
+                        f"step {row.position}: waiting for {wf.event}{matching} since "
+                        f"{row.waiting_since.isoformat()}; times out at {row.due_at.isoformat()} "
+                        f"({_ago(now, row.due_at)})",
+                        2,
+                    )
+                )
+            elif row.status == "active" and row.position is not None:
                 step = step_at(rule, row.position)
                 what = _step_text(step)
                 when = (
@@ -209,7 +242,16 @@ def _explain_rule(
         ex.lines += condition_lines(conn, cond, customer_id, now, 1, rule.opt_out_topics())
 
 
+def _released_line(conn: Connection, event_id: int) -> Line:
+    ev = conn.execute(select(events.c.name, events.c.ts).where(events.c.id == event_id)).first()
+    if ev is None:  # erased since
+        return Line(f"released from its wait_for by event #{event_id}", 2)
+    return Line(f"released from its wait_for by {ev.name} at {ev.ts.isoformat()} (event #{event_id})", 2)
+
+
 def _step_text(step: Any) -> str:
+    if isinstance(step, WaitForStep):
+        return f"wait for {step.wait_for.event} up to {format_duration(step.wait_for.within)}"
     if isinstance(step, SendStep):
         return f"send {step.template} by {step.channel}"
     if isinstance(step, WaitStep):
@@ -264,4 +306,27 @@ def _trigger_lines(conn: Connection, rule: Rule, customer_id: int, now: datetime
         return [Line(f"trigger: has not entered stage {t.stage_entered} since the rule started", 1)]
     if isinstance(t, ScheduleTrigger):
         return [Line(f"trigger: on schedule '{t.schedule}'; not in the audience at a fire time yet", 1)]
+    if isinstance(t, SegmentEnteredTrigger):
+        return [Line(f"trigger: has not entered segment {t.segment_entered} since the rule started", 1)]
+    if isinstance(t, SegmentExitedTrigger):
+        return [Line(f"trigger: has not left segment {t.segment_exited} since the rule started", 1)]
     return [Line(f"trigger: yearly on the date in attribute {t.anniversary.attribute}", 1)]
+
+
+def _explain_segments(conn: Connection, ruleset: RuleSet, customer_id: int, ex: Explanation) -> None:
+    """The customer's segments (as of the last tick), with since when, and the others."""
+    if not ruleset.segments:
+        return
+    since = dict(
+        conn.execute(
+            select(segment_members.c.segment, segment_members.c.since).where(
+                segment_members.c.customer_id == customer_id
+            )
+        ).all()
+    )
+    inside = [f"{s.name} (since {since[s.name].isoformat()})" for s in ruleset.segments if s.name in since]
+    outside = [s.name for s in ruleset.segments if s.name not in since]
+    ex.segments = [s.name for s in ruleset.segments if s.name in since]
+    ex.lines.append(Line("segments: " + (", ".join(inside) if inside else "none"), 1))
+    if outside:
+        ex.lines.append(Line("not in: " + ", ".join(outside), 1))

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, func, select, text
 from engine.db import advisory_lock, insert_ignore, is_postgres, write_tx
 from engine.db.schema import customers, events, rule_state, ticks
 from engine.errors import JourneyError
+from engine.evaluate import segments as segment_mod
 from engine.evaluate import stages as stage_mod
 from engine.evaluate.advance import advance
 from engine.evaluate.triggers import LATE_LIMIT, enroll, exits
@@ -40,6 +41,8 @@ class TickResult:
     now: datetime
     new_events: int = 0
     stage_changes: int = 0
+    #: entries and exits per segment (a new segment's first members included)
+    segment_changes: dict[str, int] = field(default_factory=dict)
     entered: dict[str, int] = field(default_factory=dict)
     exited: dict[str, int] = field(default_factory=dict)
     scheduled: dict[str, int] = field(default_factory=dict)
@@ -79,6 +82,7 @@ class TickResult:
             "now": self.now.isoformat(),
             "new_events": self.new_events,
             "stage_changes": self.stage_changes,
+            "segment_changes": self.segment_changes,
             "entered": self.entered,
             "exited": self.exited,
             "scheduled": self.scheduled,
@@ -212,6 +216,7 @@ def evaluate(
     result = TickResult(tick_id=tick_id, start=start, now=now, first=prev is None and backfill is None)
     result.new_events = fill_new_events(conn, w)
     result.stage_changes = stage_mod.recompute(conn, ruleset.stages, w, full=full)
+    result.segment_changes = segment_mod.recompute(conn, ruleset.segments, w, full=full)
     default_tz = ruleset.settings.default_timezone
     result.resumed = apply_resumes(conn, now)
     pauses = paused(conn)

@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 
 from engine.db import add_seconds, insert_ignore, json_field
-from engine.db.schema import customers, enrollments, event_summary, events, stage_history
+from engine.db.schema import customers, enrollments, event_summary, events, segment_history, stage_history
 from engine.evaluate.conditions import Ctx, compile_all, compile_condition, last_between, property_filter
 from engine.evaluate.window import Window, new_events
 from engine.rules.cron import cron_times
@@ -37,6 +37,8 @@ from engine.rules.triggers import (
     EventTrigger,
     InactivityTrigger,
     ScheduleTrigger,
+    SegmentEnteredTrigger,
+    SegmentExitedTrigger,
     StageTrigger,
 )
 from engine.rules.walk import first_of
@@ -92,6 +94,26 @@ def trigger_select(conn: Connection, rule: Rule, w: Window, *, default_tz: str =
                 stage_history.c.at.label("entered_at"),
             ).where(*filters)
         ]
+    if isinstance(t, SegmentEnteredTrigger | SegmentExitedTrigger):
+        h = segment_history
+        entered = isinstance(t, SegmentEnteredTrigger)
+        name = t.segment_entered if isinstance(t, SegmentEnteredTrigger) else t.segment_exited
+        return [
+            select(
+                h.c.customer_id.label("customer_id"),
+                h.c.id.label("occurrence"),
+                literal(None, BigInteger).label("trigger_event_id"),
+                h.c.at.label("entered_at"),
+            ).where(
+                h.c.tick_id == w.tick_id,
+                h.c.segment == name,
+                h.c.entered.is_(entered),
+                h.c.fires.is_(True),
+                customers.c.id == h.c.customer_id,
+            )
+        ]
+    if isinstance(t, InactivityTrigger) and t.inactivity.match:
+        return [_inactivity_matched(conn, t, w)]
     if isinstance(t, InactivityTrigger):
         ina = t.inactivity
         s = event_summary
@@ -121,7 +143,52 @@ def trigger_select(conn: Connection, rule: Rule, w: Window, *, default_tz: str =
         ]
     if isinstance(t, ScheduleTrigger):
         return _schedule(conn, t, w, default_tz)
+    assert isinstance(t, AnniversaryTrigger)
     return _anniversary(conn, t, w)
+
+
+def _inactivity_matched(conn: Connection, t: InactivityTrigger, w: Window) -> Select[Any]:
+    """Inactivity with `match:`: each occurrence whose matched properties no later occurrence and
+    no `until` event shares within `for` (two carts: the one not checked out). Reads the events
+    crossing the threshold in this window through ix_events_name_ts, not the summary, which only
+    holds the latest occurrence of a name."""
+    from engine.evaluate.waits import same_properties
+
+    ina = t.inactivity
+    ev = events.alias("quiet")
+    again = events.alias("again")
+    stop = events.alias("stop")
+    filters: list[Any] = [
+        ev.c.name == ina.event,
+        ev.c.ts > w.start - ina.for_,
+        ev.c.ts <= w.now - ina.for_,
+        ev.c.id <= w.event_seq,
+        customers.c.id == ev.c.customer_id,
+        ~exists().where(
+            again.c.customer_id == ev.c.customer_id,
+            again.c.name == ina.event,
+            or_(again.c.ts > ev.c.ts, and_(again.c.ts == ev.c.ts, again.c.id > ev.c.id)),
+            again.c.ts <= w.now,
+            *same_properties(conn, ina.match, again.c.properties, ev.c.properties),
+        ),
+    ]
+    stoppers = [name for name in ina.until if name != ina.event]
+    if stoppers:
+        filters.append(
+            ~exists().where(
+                stop.c.customer_id == ev.c.customer_id,
+                stop.c.name.in_(stoppers),
+                stop.c.ts >= ev.c.ts,
+                stop.c.ts <= w.now,
+                *same_properties(conn, ina.match, stop.c.properties, ev.c.properties),
+            )
+        )
+    return select(
+        ev.c.customer_id.label("customer_id"),
+        ev.c.id.label("occurrence"),
+        ev.c.id.label("trigger_event_id"),
+        add_seconds(conn, ev.c.ts, ina.for_.total_seconds()).label("entered_at"),
+    ).where(*filters)
 
 
 def _schedule(conn: Connection, t: ScheduleTrigger, w: Window, default_tz: str) -> list[Select[Any]]:
@@ -205,10 +272,12 @@ def enroll(conn: Connection, rule: Rule, w: Window, *, default_tz: str = "UTC") 
             earlier = enrollments.alias("earlier")
             # the earliest occurrence per customer in this window, and only if the customer did
             # not enter the rule within `reentry` before it
-            if isinstance(rule.trigger, EventTrigger):
-                # Only an event trigger can give a customer several occurrences in one SELECT
-                # (the others read one summary row, one stage change, one fire time per
-                # customer). The correlated min() re-runs the trigger query per row: over the
+            if isinstance(rule.trigger, EventTrigger) or (
+                isinstance(rule.trigger, InactivityTrigger) and rule.trigger.inactivity.match
+            ):
+                # Only an event trigger, or an inactivity with `match` (one per cart), can give a
+                # customer several occurrences in one SELECT (the others read one summary row,
+                # one stage change, one fire time per customer). The correlated min() re-runs the trigger query per row: over the
                 # few new events that is cheap, over an inactivity window it was quadratic.
                 base2 = base.alias("occ2")
                 first_occ = select(func.min(base2.c.occurrence)).where(

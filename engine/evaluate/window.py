@@ -20,7 +20,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Column, Connection, MetaData, String, Table, and_, or_, select, text
 
 from engine.db import is_postgres
-from engine.db.schema import UTCDateTime, events
+from engine.db.schema import events
+from engine.db.types import UTCDateTime
 
 _temp = MetaData()
 new_events = Table(

@@ -23,7 +23,8 @@ from typing import Any
 from sqlalchemy import Engine, and_, case, exists, func, select, type_coerce
 
 from engine.db import is_postgres
-from engine.db.schema import UTCDateTime, customers, event_summary, events
+from engine.db.schema import customers, event_summary, events
+from engine.db.types import UTCDateTime
 
 KNOWN = ("email", "phone", "timezone", "locale", "first_name")
 

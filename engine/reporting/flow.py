@@ -12,7 +12,16 @@ from typing import Any
 from engine.reporting.counts import RuleCounts, StepCounts
 from engine.reporting.layout import Edge, Node, lay_out
 from engine.rules.durations import format_duration
-from engine.rules.model import BranchStep, Rule, SendStep, SplitStep, Step, UpdateStep, WaitStep
+from engine.rules.model import (
+    BranchStep,
+    Rule,
+    SendStep,
+    SplitStep,
+    Step,
+    UpdateStep,
+    WaitForStep,
+    WaitStep,
+)
 from engine.rules.walk import next_path, walk_steps
 
 
@@ -98,7 +107,7 @@ def _variant_of(path: str) -> str | None:
     parts = path.split(".")
     found = None
     for i in range(1, len(parts) - 1, 2):
-        if parts[i] not in ("then", "else"):
+        if parts[i] not in ("then", "else", "timeout"):
             found = parts[i]
     return found
 
@@ -161,6 +170,25 @@ class _Builder:
                     variant,
                 )
             )
+        if isinstance(step, WaitForStep):
+            wf = step.wait_for
+            detail = [f"match: {', '.join(wf.match)}"] if wf.match else []
+            head = self.node(
+                Node(
+                    path,
+                    "wait_for",
+                    f"wait for {wf.event} up to {format_duration(wf.within)}",
+                    detail,
+                    [f"waiting now {c.waiting:,}"],
+                    {"event": wf.event, "within": format_duration(wf.within), "waiting": c.waiting},
+                    variant,
+                )
+            )
+            ways = [
+                (wf.event, self.steps(wf.then, f"{path}.then."), True),
+                ("timeout", self.steps(wf.timeout, f"{path}.timeout."), True),
+            ]
+            return ("fork", head, ways)
         if isinstance(step, UpdateStep):
             detail = ["set " + plain(dumped(step)["update"])]
             figures = [f"due here now {c.waiting:,}"] if c.waiting else []

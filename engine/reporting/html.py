@@ -153,6 +153,33 @@ def render_html(r: Report) -> str:
         ],
         chart_id="funnel",
     )
+    segments = (
+        "<h2>Segments</h2>"
+        + _table(
+            ["segment", "members now", "entered", "left"],
+            [[g["segment"], f"{g['members']:,}", f"{g['entered']:,}", f"{g['left']:,}"] for g in r.segments],
+            "segments",
+        )
+        if r.segments
+        else ""
+    ) + (
+        "<h2>Broadcasts</h2>"
+        + _table(
+            ["broadcast", "template", "scheduled", "by status"],
+            [
+                [
+                    b["broadcast"],
+                    b["template"],
+                    f"{sum(b['by_status'].values()):,}",
+                    ", ".join(f"{k} {v:,}" for k, v in sorted(b["by_status"].items())),
+                ]
+                for b in r.broadcasts
+            ],
+            "broadcasts",
+        )
+        if r.broadcasts
+        else ""
+    )
     stages = _bars(
         [
             (stage, n, f"{n:,}  ({pct(n / r.customers if r.customers else None)})")
@@ -223,7 +250,7 @@ def render_html(r: Report) -> str:
 <div class="cards">{"".join(f'<div class="card">{html.escape(k)}<b>{html.escape(v)}</b></div>' for k, v in cards)}</div>
 <h2>Stage funnel</h2>{funnel}
 <h2>Customers by stage now</h2>{stages}
-<h2>Emails sent per day</h2>{sends}
+{segments}<h2>Emails sent per day</h2>{sends}
 {f'<p class="note">The last day, {html.escape(partial)}, is not over: its count is partial.</p>' if partial else ""}
 <h2>Conversions per rule</h2>{conv}
 {f'<p class="note">No goal, so no conversions: {html.escape(", ".join(no_goal))}.</p>' if no_goal else ""}

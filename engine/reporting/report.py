@@ -14,7 +14,8 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from engine.db.schema import customers, events, sends, stage_history
+from engine.db.schema import customers, events, segment_history, segment_members, sends, stage_history
+from engine.evaluate.broadcast import broadcast_figures
 from engine.reporting import deliverability
 from engine.reporting.abtest import SplitResult, split_results
 from engine.reporting.carts import cart_figures
@@ -32,6 +33,8 @@ STAGE_LEVEL = {"lapsed": "purchase"}
 DEFINITIONS = {
     "period": "events, sends and entries between --from and --to; the funnel and the stages now are "
     "as of the last tick",
+    "segments": "members as of the last tick; entered and left: changes in the period (not the members "
+    "a new segment started with)",
     "cart": "a run of cart changes by one customer; a change after the cart was abandoned starts a new cart",
     "abandoned": "a cart with no order within {window} of its last change (emptied carts included)",
     "abandonment_rate": "abandoned carts / carts (carts still inside the {window} window are not counted)",
@@ -92,6 +95,10 @@ class Report:
     lapsed: int = 0
     stages: dict[str, int] = field(default_factory=dict)
     funnel: list[dict[str, Any]] = field(default_factory=list)
+    #: each broadcast: its id, template and sends by status
+    broadcasts: list[dict[str, Any]] = field(default_factory=list)
+    #: each segment of segments.yaml: members now, entries and exits in the period
+    segments: list[dict[str, Any]] = field(default_factory=list)
     carts: int = 0
     carts_bought: int = 0
     abandoned: int = 0
@@ -141,6 +148,40 @@ class Report:
         return out
 
 
+def segment_counts(
+    conn: Any, names: list[str], start: datetime | None, now: datetime
+) -> list[dict[str, Any]]:
+    """Members now, and entries and exits in [start, now], of each segment."""
+    if not names:
+        return []
+    members = dict(
+        conn.execute(
+            select(segment_members.c.segment, func.count())
+            .where(segment_members.c.segment.in_(names))
+            .group_by(segment_members.c.segment)
+        ).all()
+    )
+    h = segment_history
+    when = [h.c.at <= now, h.c.fires.is_(True), h.c.segment.in_(names)]
+    if start is not None:
+        when.append(h.c.at >= start)
+    moves: dict[tuple[str, bool], int] = {
+        (seg, bool(entered)): int(n)
+        for seg, entered, n in conn.execute(
+            select(h.c.segment, h.c.entered, func.count()).where(*when).group_by(h.c.segment, h.c.entered)
+        )
+    }
+    return [
+        {
+            "segment": name,
+            "members": int(members.get(name, 0)),
+            "entered": moves.get((name, True), 0),
+            "left": moves.get((name, False), 0),
+        }
+        for name in names
+    ]
+
+
 def _duration(d: timedelta) -> str:
     seconds = int(d.total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
@@ -173,6 +214,8 @@ def build(
     with engine.connect() as conn:
         r.period = period(conn, start, now, generated_at or now)
         r.customers = conn.execute(select(func.count()).select_from(customers)).scalar_one()
+        r.segments = segment_counts(conn, [s.name for s in ruleset.segments], start, now)
+        r.broadcasts = broadcast_figures(conn)
         for stage, n in conn.execute(select(customers.c.stage, func.count()).group_by(customers.c.stage)):
             r.stages[stage or "(none)"] = int(n)
         r.stages = dict(sorted(r.stages.items(), key=lambda kv: -kv[1]))

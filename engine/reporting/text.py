@@ -87,6 +87,17 @@ def render_text(r: Report) -> str:
     lines.append(
         "  now: " + ", ".join(f"{k} {v:,}" for k, v in sorted(r.stages.items(), key=lambda kv: -kv[1]))
     )
+    if r.segments:
+        lines += ["", "Segments (members now; entered and left in the period)"]
+        for seg in r.segments:
+            lines.append(
+                f"  {seg['segment']:<14}{seg['members']:>8,}   entered {seg['entered']:,}, left {seg['left']:,}"
+            )
+    for b in r.broadcasts:
+        counts = ", ".join(f"{status} {n:,}" for status, n in sorted(b["by_status"].items()))
+        lines.append(
+            f"Broadcast {b['broadcast']} ({b['template']}): {sum(b['by_status'].values()):,} scheduled; {counts}"
+        )
     lines += [
         "",
         f"Carts: {r.carts:,}; bought {r.carts_bought:,}, abandoned {r.abandoned:,} "

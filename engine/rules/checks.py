@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.rules.conditions import stage_names
-from engine.rules.model import Rule
-from engine.rules.triggers import StageTrigger
+from engine.rules.conditions import segment_names, stage_names
+from engine.rules.model import Rule, Segment
+from engine.rules.triggers import SegmentEnteredTrigger, SegmentExitedTrigger, StageTrigger
 from engine.rules.walk import iter_sends, rule_conditions
 from engine.rules.yaml import RuleFile, display, find_key, suggest
 
@@ -89,3 +89,58 @@ def check_templates_exist(
             f"template '{name}' not found in {display(Path(templates_dir))} (needs {needs})",
             suggest(name, names),
         )
+
+
+def rule_segment_refs(rule: Rule) -> list[str]:
+    """Every segment a rule names: its trigger's, and those in its conditions and branches."""
+    out: list[str] = []
+    if isinstance(rule.trigger, SegmentEnteredTrigger):
+        out.append(rule.trigger.segment_entered)
+    if isinstance(rule.trigger, SegmentExitedTrigger):
+        out.append(rule.trigger.segment_exited)
+    for tree in rule_conditions(rule):
+        out += segment_names(tree)
+    return out
+
+
+def check_segments(f: RuleFile, loc: tuple[Any, ...], item: Any, names: list[str], used: list[str]) -> None:
+    """Every segment named (by a rule or a segment) is one of segments.yaml's."""
+    for name in used:
+        if name in names:
+            continue
+        sub = (
+            find_key(item, "segment", name)
+            or find_key(item, "segment_entered", name)
+            or find_key(item, "segment_exited", name)
+            or ()
+        )
+        known = ", ".join(names) if names else "none: add rules/segments.yaml"
+        f.add(loc + sub, f"unknown segment '{name}' (segments: {known})", suggest(name, names))
+
+
+def segment_order(segments: list[Segment]) -> tuple[list[Segment], list[str] | None]:
+    """The segments with each one after those it uses, and the first cycle found (names, the
+    first repeated at the end), if any."""
+    by_name = {s.name: s for s in segments}
+    order: list[Segment] = []
+    state: dict[str, int] = {}  # 1: being visited, 2: done
+
+    def visit(name: str, trail: list[str]) -> list[str] | None:
+        if state.get(name) == 2 or name not in by_name:
+            return None
+        if state.get(name) == 1:
+            return [*trail[trail.index(name) :], name]
+        state[name] = 1
+        for used in segment_names(by_name[name].when):
+            cycle = visit(used, [*trail, name])
+            if cycle is not None:
+                return cycle
+        state[name] = 2
+        order.append(by_name[name])
+        return None
+
+    for s in segments:
+        cycle = visit(s.name, [])
+        if cycle is not None:
+            return segments, cycle
+    return order, None

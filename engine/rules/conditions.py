@@ -135,6 +135,12 @@ class StageCondition(Strict):
         return [self.stage] if isinstance(self.stage, str) else list(self.stage.in_)
 
 
+class SegmentCondition(Strict):
+    """`{segment: NAME}`: the customer is a member of a segment of `rules/segments.yaml`."""
+
+    segment: str
+
+
 class SubscribedCondition(Strict):
     subscribed: Literal["email", "webhook"]
 
@@ -155,6 +161,7 @@ _CONDITION_KEYS = (
     ("attribute", "<attribute>"),
     ("event", "<event>"),
     ("stage", "<stage>"),
+    ("segment", "<segment>"),
     ("subscribed", "<subscribed>"),
     ("all", "<all>"),
     ("any", "<any>"),
@@ -168,6 +175,7 @@ def _condition_tag(value: Any) -> str | None:
             AttributeCondition: "<attribute>",
             EventCondition: "<event>",
             StageCondition: "<stage>",
+            SegmentCondition: "<segment>",
             SubscribedCondition: "<subscribed>",
             AllCondition: "<all>",
             AnyCondition: "<any>",
@@ -184,6 +192,7 @@ Condition = Annotated[
     Annotated[AttributeCondition, Tag("<attribute>")]
     | Annotated[EventCondition, Tag("<event>")]
     | Annotated[StageCondition, Tag("<stage>")]
+    | Annotated[SegmentCondition, Tag("<segment>")]
     | Annotated[SubscribedCondition, Tag("<subscribed>")]
     | Annotated[AllCondition, Tag("<all>")]
     | Annotated[AnyCondition, Tag("<any>")]
@@ -191,7 +200,7 @@ Condition = Annotated[
     Discriminator(
         _condition_tag,
         custom_error_type="condition",
-        custom_error_message="a condition needs one of: attribute, event, stage, subscribed, all, any, not",
+        custom_error_message="a condition needs one of: attribute, event, stage, segment, subscribed, all, any, not",
     ),
 ]
 
@@ -229,3 +238,8 @@ def event_names(cond: Any) -> set[str]:
 def stage_names(cond: Any) -> list[str]:
     """Every stage a condition names, in order."""
     return [name for c in walk(cond) if isinstance(c, StageCondition) for name in c.names()]
+
+
+def segment_names(cond: Any) -> list[str]:
+    """Every segment a condition names, in order."""
+    return [c.segment for c in walk(cond) if isinstance(c, SegmentCondition)]

@@ -21,6 +21,7 @@ from engine.rules.conditions import (
     Condition,
     EventCondition,
     NotCondition,
+    SegmentCondition,
     StageCondition,
     StageIn,
     Strict,
@@ -35,7 +36,10 @@ from engine.rules.steps import (
     SplitStep,
     Step,
     UpdateStep,
+    WaitFor,
+    WaitForStep,
     WaitStep,
+    iter_wait_fors,
 )
 from engine.rules.triggers import (
     Anniversary,
@@ -44,6 +48,8 @@ from engine.rules.triggers import (
     Inactivity,
     InactivityTrigger,
     ScheduleTrigger,
+    SegmentEnteredTrigger,
+    SegmentExitedTrigger,
     StageTrigger,
     Trigger,
     check_timezone,
@@ -75,6 +81,18 @@ class Rule(Strict):
     @classmethod
     def _listify(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _match_needs_an_event(self) -> Rule:
+        if isinstance(self.trigger, EventTrigger | InactivityTrigger):
+            return self
+        for wait in iter_wait_fors(self.steps):
+            if wait.match:
+                raise ValueError(
+                    f"wait_for {wait.event} has match: {', '.join(wait.match)}, but this rule's trigger "
+                    "has no event to match against (use an event or inactivity trigger)"
+                )
+        return self
 
     def opt_out_topics(self) -> tuple[str, ...]:
         """The topics whose opt-out stops this rule (besides '*', everything): its topic, and its
@@ -109,6 +127,26 @@ class StagesFile(Strict):
         return self
 
 
+class Segment(Strict):
+    """A named audience (`rules/segments.yaml`): members are the customers its condition holds for."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    description: str = ""
+    when: Condition
+
+
+class SegmentsFile(Strict):
+    segments: list[Segment] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> SegmentsFile:
+        names = [s.name for s in self.segments]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"segment names must be unique: {', '.join(dupes)} appears more than once")
+        return self
+
+
 TOPIC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
@@ -124,8 +162,36 @@ class SoftBounce(Strict):
     within: Duration = Field(default_factory=lambda: timedelta(days=7))
 
 
+RATE_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+)\s*$")
+
+
+def parse_rate(text: str) -> tuple[int, int]:
+    """`50000/h` as (sends, window in seconds); ValueError saying how to write it."""
+    found = _RATE.match(str(text))
+    if not found or found.group(2) not in RATE_UNITS or int(found.group(1)) < 1:
+        raise ValueError(f"rate limit {text!r} is not like 50000/h (a number per s, m, h or d)")
+    return int(found.group(1)), RATE_UNITS[found.group(2)]
+
+
 class SettingsFile(Strict):
     frequency_cap: FrequencyCap | None = None
+    #: sends per channel and fixed window (`{email: 50000/h, webhook: 10/s}`), across all workers
+    rate_limit: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rates(cls, v: dict[str, str]) -> dict[str, str]:
+        for channel, rate in v.items():
+            if channel not in ("email", "webhook"):
+                raise ValueError(f"rate_limit is per channel: email or webhook, not '{channel}'")
+            parse_rate(rate)
+        return v
+
+    def rate_limits(self) -> dict[str, tuple[int, int]]:
+        """(sends, window in seconds) per limited channel."""
+        return {channel: parse_rate(rate) for channel, rate in self.rate_limit.items()}
+
     #: default quiet hours for every rule that does not set its own
     quiet_hours: QuietWindow | None = None
     #: timezone for customers who have none
@@ -173,6 +239,8 @@ Rule.model_rebuild()
 RuleList.model_rebuild()
 Stage.model_rebuild()
 StagesFile.model_rebuild()
+Segment.model_rebuild()
+SegmentsFile.model_rebuild()
 
 #: every key a rule, stage or settings file may use: the vocabulary for "did you mean"
 KNOWN_KEYS = sorted(
@@ -184,6 +252,7 @@ KNOWN_KEYS = sorted(
             EventCondition,
             StageCondition,
             StageIn,
+            SegmentCondition,
             SubscribedCondition,
             AllCondition,
             AnyCondition,
@@ -191,6 +260,8 @@ KNOWN_KEYS = sorted(
             SendStep,
             SendSpec,
             WaitStep,
+            WaitFor,
+            WaitForStep,
             Branch,
             BranchStep,
             SplitStep,
@@ -199,6 +270,8 @@ KNOWN_KEYS = sorted(
             Anniversary,
             EventTrigger,
             StageTrigger,
+            SegmentEnteredTrigger,
+            SegmentExitedTrigger,
             InactivityTrigger,
             ScheduleTrigger,
             AnniversaryTrigger,
@@ -207,6 +280,8 @@ KNOWN_KEYS = sorted(
             RuleList,
             Stage,
             StagesFile,
+            Segment,
+            SegmentsFile,
             FrequencyCap,
             SoftBounce,
             SettingsFile,
@@ -231,6 +306,11 @@ __all__ = [
     "NotCondition",
     "Rule",
     "RuleList",
+    "Segment",
+    "SegmentCondition",
+    "SegmentEnteredTrigger",
+    "SegmentExitedTrigger",
+    "SegmentsFile",
     "SendSpec",
     "SendStep",
     "SettingsFile",
@@ -243,5 +323,7 @@ __all__ = [
     "SubscribedCondition",
     "Trigger",
     "UpdateStep",
+    "WaitFor",
+    "WaitForStep",
     "WaitStep",
 ]

@@ -1,4 +1,5 @@
-"""Steps as written in rule files (CONTRACT section 5): send, wait, branch, split, update.
+"""Steps as written in rule files (CONTRACT sections 5 and 11): send, wait, wait_for, branch,
+split, update.
 
 A step is a union told apart by its keys, like a condition. `engine.rules.walk` walks a rule's
 step tree.
@@ -12,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Discriminator, Field, Tag, field_validator, model_validator
 
-from engine.rules.conditions import Condition, Scalar, Strict
+from engine.rules.conditions import CompareOrValue, Condition, Scalar, Strict
 from engine.rules.durations import Duration
 
 #: a template name: the start of its files' names (`NAME.subject.j2`), inside the templates directory
@@ -144,12 +145,42 @@ class SplitStep(Strict):
         return self
 
 
+class WaitFor(Strict):
+    """`wait_for: {event, within, match, where, then, timeout}`: released at the first tick after
+    the event (`then:`), or sent down `timeout:` once `within` has passed since the step was
+    reached. `match` names properties the awaited event shares with the trigger event."""
+
+    event: str = Field(min_length=1)
+    within: Duration
+    match: list[str] = Field(default_factory=list)
+    where: dict[str, CompareOrValue] | None = None
+    then: list[Step] = Field(default_factory=list)
+    timeout: list[Step] = Field(default_factory=list)
+
+    @field_validator("match", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("within")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v.total_seconds() <= 0:
+            raise ValueError("wait_for needs a `within` longer than zero")
+        return v
+
+
+class WaitForStep(Strict):
+    wait_for: WaitFor
+
+
 class UpdateStep(Strict):
     update: dict[str, Scalar | list[Scalar] | dict[str, Any]] = Field(min_length=1)
 
 
 _STEP_KEYS = (
     ("send", "<send>"),
+    ("wait_for", "<wait_for>"),
     ("wait", "<wait>"),
     ("branch", "<branch>"),
     ("split", "<split>"),
@@ -162,6 +193,7 @@ def _step_tag(value: Any) -> str | None:
         return {
             SendStep: "<send>",
             WaitStep: "<wait>",
+            WaitForStep: "<wait_for>",
             BranchStep: "<branch>",
             SplitStep: "<split>",
             UpdateStep: "<update>",
@@ -176,17 +208,38 @@ def _step_tag(value: Any) -> str | None:
 Step = Annotated[
     Annotated[SendStep, Tag("<send>")]
     | Annotated[WaitStep, Tag("<wait>")]
+    | Annotated[WaitForStep, Tag("<wait_for>")]
     | Annotated[BranchStep, Tag("<branch>")]
     | Annotated[SplitStep, Tag("<split>")]
     | Annotated[UpdateStep, Tag("<update>")],
     Discriminator(
         _step_tag,
         custom_error_type="step",
-        custom_error_message="a step needs one of: send, wait, branch, split, update",
+        custom_error_message="a step needs one of: send, wait, wait_for, branch, split, update",
     ),
 ]
 
 
+WaitFor.model_rebuild()
+WaitForStep.model_rebuild()
 Branch.model_rebuild()
 BranchStep.model_rebuild()
 SplitStep.model_rebuild()
+
+
+def iter_wait_fors(steps: list[Any]) -> list[WaitFor]:
+    """Every `wait_for` of a step list, nested ones included."""
+    out: list[WaitFor] = []
+    for step in steps:
+        if isinstance(step, WaitForStep):
+            out += [
+                step.wait_for,
+                *iter_wait_fors(step.wait_for.then),
+                *iter_wait_fors(step.wait_for.timeout),
+            ]
+        elif isinstance(step, BranchStep):
+            out += iter_wait_fors(step.branch.then) + iter_wait_fors(step.branch.else_)
+        elif isinstance(step, SplitStep):
+            for variant in step.variants.values():
+                out += iter_wait_fors(variant)
+    return out

@@ -11,7 +11,15 @@ from engine.rules.conditions import CompareOrValue, Condition, Strict
 from engine.rules.durations import Duration
 
 #: the trigger kinds, in the order a file's keys are matched against them
-KINDS = ("event", "stage_entered", "inactivity", "schedule", "anniversary")
+KINDS = (
+    "event",
+    "stage_entered",
+    "segment_entered",
+    "segment_exited",
+    "inactivity",
+    "schedule",
+    "anniversary",
+)
 
 
 class EventTrigger(Strict):
@@ -30,12 +38,29 @@ class StageTrigger(Strict):
     from_: str | None = Field(default=None, alias="from")
 
 
+class SegmentEnteredTrigger(Strict):
+    """Once for each entry into a segment (not for the members a new segment starts with)."""
+
+    kind: Literal["segment_entered"] = Field(default="segment_entered", exclude=True)
+    segment_entered: str
+
+
+class SegmentExitedTrigger(Strict):
+    """Once for each exit from a segment."""
+
+    kind: Literal["segment_exited"] = Field(default="segment_exited", exclude=True)
+    segment_exited: str
+
+
 class Inactivity(Strict):
     event: str
     until: list[str] = Field(default_factory=list)
     for_: Duration = Field(alias="for")
+    #: properties an `until` event must share with this one to stop it (a checkout of *that*
+    #: cart); each distinct value of them is timed on its own
+    match: list[str] = Field(default_factory=list)
 
-    @field_validator("until", mode="before")
+    @field_validator("until", "match", mode="before")
     @classmethod
     def _listify(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
@@ -99,6 +124,8 @@ Trigger = Annotated[
     Annotated[
         Annotated[EventTrigger, Tag("<event>")]
         | Annotated[StageTrigger, Tag("<stage_entered>")]
+        | Annotated[SegmentEnteredTrigger, Tag("<segment_entered>")]
+        | Annotated[SegmentExitedTrigger, Tag("<segment_exited>")]
         | Annotated[InactivityTrigger, Tag("<inactivity>")]
         | Annotated[ScheduleTrigger, Tag("<schedule>")]
         | Annotated[AnniversaryTrigger, Tag("<anniversary>")],

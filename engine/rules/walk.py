@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, TypedDict
 
 from engine.rules.conditions import walk as walk_condition
-from engine.rules.model import BranchStep, Rule, SendStep, SplitStep, Step
+from engine.rules.model import BranchStep, Rule, SendStep, SplitStep, Step, WaitForStep
 from engine.rules.triggers import ScheduleTrigger
 
 
@@ -24,6 +24,9 @@ def walk_steps(steps: Sequence[Step], prefix: str = "") -> Iterator[tuple[str, S
         if isinstance(step, BranchStep):
             yield from walk_steps(step.branch.then, f"{path}.then.")
             yield from walk_steps(step.branch.else_, f"{path}.else.")
+        elif isinstance(step, WaitForStep):
+            yield from walk_steps(step.wait_for.then, f"{path}.then.")
+            yield from walk_steps(step.wait_for.timeout, f"{path}.timeout.")
         elif isinstance(step, SplitStep):
             for name, variant in step.variants.items():
                 yield from walk_steps(variant, f"{path}.{name}.")
@@ -56,6 +59,11 @@ def _child_list(step: Any, key: str) -> Sequence[Any]:
             return step.branch.then
         if key == "else":
             return step.branch.else_
+    if isinstance(step, WaitForStep):
+        if key == "then":
+            return step.wait_for.then
+        if key == "timeout":
+            return step.wait_for.timeout
     if isinstance(step, SplitStep) and key in step.variants:
         return step.variants[key]
     raise KeyError(key)

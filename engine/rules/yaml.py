@@ -197,7 +197,7 @@ class RuleFile:
                 self.add(parent, text)
             elif kind == "step" and isinstance(err.get("input"), dict) and err["input"]:
                 # a step with no known kind: the nearest kind to one of its keys is the likely typo
-                steps = ("send", "wait", "branch", "split", "update")
+                steps = ("send", "wait", "wait_for", "branch", "split", "update")
                 words = [str(k) for k in err["input"]]
                 guess = next(((w, hint) for w in words if (hint := suggest(w, steps))), None)
                 if guess is None:

@@ -278,21 +278,31 @@ class _Customer:
             if rng.random() < 0.15:  # comes back a few days later and fills a cart after all
                 p = rng.choice(viewed)
                 back = t + timedelta(days=rng.uniform(1, 3))
-                out.append(
-                    self.ev(
-                        "track", back, "cart_updated", properties={"cart_value": p.price, "items": [_item(p)]}
-                    )
-                )
+                later = {"cart_id": f"c-{self.n}-b", "cart_value": p.price, "items": [_item(p)]}
+                out.append(self.ev("track", back, "cart_updated", properties=later))
             return out  # browsed only
         cart = viewed[: rng.randint(1, min(3, len(viewed)))]
         items = [_item(p, rng.choice([1, 1, 1, 2])) for p in cart]
         value = round(sum(i["price"] * i["qty"] for i in items), 2)
         t = t + timedelta(minutes=rng.uniform(1, 60))
-        out.append(self.ev("track", t, "cart_updated", properties={"cart_value": value, "items": items}))
+        cart_id = f"c-{self.n}-0"
+        out.append(
+            self.ev(
+                "track",
+                t,
+                "cart_updated",
+                properties={"cart_id": cart_id, "cart_value": value, "items": items},
+            )
+        )
         fate = rng.random()
         if fate < 0.10:
             out.append(
-                self.ev("track", t + timedelta(minutes=rng.uniform(5, 90)), "cart_cleared", properties={})
+                self.ev(
+                    "track",
+                    t + timedelta(minutes=rng.uniform(5, 90)),
+                    "cart_cleared",
+                    properties={"cart_id": cart_id},
+                )
             )
             return out
         if fate < 0.45:
@@ -312,6 +322,8 @@ class _Customer:
                 value = p.price
             props: dict[str, Any] = {
                 "order_id": f"o-{self.n}-{k}",
+                # the first order checks out the cart; a later one is a cart of its own, bought at once
+                "cart_id": cart_id if k == 0 else f"c-{self.n}-{k}",
                 "value": value,
                 "currency": "EUR",
                 "items": items,

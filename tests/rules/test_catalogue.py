@@ -68,6 +68,21 @@ def test_a_stage_with_an_unknown_event_is_refused_and_reserved_names_are_allowed
     assert "email_clicked" not in out
 
 
+def test_a_segment_or_a_wait_for_with_an_unknown_event_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = shipped(tmp_path)
+    segments = rules / "segments.yaml"
+    segments.write_text(segments.read_text().replace("event: order_placed", "event: order_placd", 1))
+    followup = rules / "order_followup.yaml"
+    followup.write_text(followup.read_text().replace("event: survey_answered", "event: survey_answred"))
+    code, out = check(rules, capsys)
+    assert code == 1
+    assert "segments.yaml:" in out and "unknown event 'order_placd'" in out
+    assert "order_followup.yaml:" in out and "unknown event 'survey_answred'" in out
+    assert "did you mean 'survey_answered'?" in out
+
+
 def test_without_a_catalogue_names_are_not_checked_and_it_says_so_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -73,7 +73,7 @@ def test_a_misspelt_step_points_at_it_and_suggests_the_step(tmp_path: Path) -> N
     text = GOOD + "  - wiat: 23h\n  - pause: 1h\n  - send: hello\n"
     assert problems(tmp_path, {"cart.yaml": text}) == [
         "cart.yaml:6:5: unknown step 'wiat' [wait]",
-        "cart.yaml:7:5: a step needs one of: send, wait, branch, split, update; this one has: pause",
+        "cart.yaml:7:5: a step needs one of: send, wait, wait_for, branch, split, update; this one has: pause",
     ]
 
 

@@ -55,7 +55,7 @@ class Kit:
     engine: Engine
     dir: Path
 
-    def rules(self, *rules: str, stages: str = STAGES, settings: str = "") -> RuleSet:
+    def rules(self, *rules: str, stages: str = STAGES, settings: str = "", segments: str = "") -> RuleSet:
         rdir = self.dir / "rules"
         tdir = self.dir / "templates"
         rdir.mkdir(exist_ok=True)
@@ -65,6 +65,8 @@ class Kit:
         (rdir / "stages.yaml").write_text(textwrap.dedent(stages))
         if settings:
             (rdir / "settings.yaml").write_text(textwrap.dedent(settings))
+        if segments:
+            (rdir / "segments.yaml").write_text(textwrap.dedent(segments))
         for i, rule in enumerate(rules):
             (rdir / f"rule{i}.yaml").write_text(textwrap.dedent(rule))
         loaded = load_ruleset(rdir, None)

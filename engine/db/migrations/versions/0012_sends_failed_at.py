@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from engine.db.schema import UTCDateTime
+from engine.db.types import UTCDateTime
 
 revision = "0012"
 down_revision: str | None = "0011"
