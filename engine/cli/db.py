@@ -17,5 +17,6 @@ def db() -> None:
 @pass_app
 def db_upgrade(app: App) -> None:
     """Create or migrate the schema (Alembic)."""
+    app.create_database = True
     upgrade(app.engine)
     click.echo(f"database at revision {current_revision(app.engine)}")

@@ -48,8 +48,13 @@ def _new_file(url: str) -> str | None:
     return path
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for a SQLAlchemy URL; SQLite gets WAL, a busy timeout and foreign keys."""
+def make_engine(url: str, *, create: bool = True, **kwargs: Any) -> Engine:
+    """An engine for a SQLAlchemy URL; SQLite gets WAL, a busy timeout and foreign keys.
+
+    With `create=False` a SQLite file that does not exist is not created by connecting: the
+    connection fails ("unable to open database file") and no empty file is left behind; only
+    `journey db upgrade` (and the demo) create the database.
+    """
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://") :]
     if url.startswith("postgresql://"):
@@ -60,6 +65,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         new = _new_file(url)
         kwargs.setdefault("connect_args", {"timeout": 30})
         engine = create_engine(url, **kwargs)
+        if new is not None and not create:
+
+            @event.listens_for(engine, "do_connect")
+            def _open_existing_only(_dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+                # mode=rw: SQLite opens the file only if it exists, instead of creating it
+                target = Path(cparams.pop("database", cargs[0] if cargs else "")).absolute()
+                cargs[:] = [f"{target.as_uri()}?mode=rw"]
+                cparams["uri"] = True
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -102,6 +115,19 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
                 yield conn
         finally:
             conn.info.pop("write", None)
+
+
+NO_SCHEMA = "the database has no schema yet: run `journey db upgrade` first"
+
+
+def is_missing_schema(exc: BaseException) -> bool:
+    """The database was never upgraded: its tables, or its SQLite file, do not exist."""
+    first = (str(getattr(exc, "orig", None) or exc).splitlines() or [""])[0]
+    return (
+        "unable to open database file" in first  # a SQLite file is opened, never created, before
+        or "no such table" in first
+        or ("relation" in first and "does not exist" in first)
+    )
 
 
 def is_retryable(exc: DBAPIError) -> bool:
