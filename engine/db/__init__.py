@@ -6,6 +6,7 @@ Each dialect-specific form sits in one small function with the SQLite form besid
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 from collections.abc import Iterator, Sequence
@@ -160,6 +161,22 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             command.upgrade(cfg, revision)
 
 
+def make_owner_only(engine: Engine) -> list[str]:
+    """Take group and other permissions off a SQLite database's files (a database made before
+    they were created 0600); the files changed."""
+    path = make_url(engine.url.render_as_string(hide_password=False)).database
+    if engine.dialect.name != "sqlite" or not path or path == ":memory:" or path.startswith("file:"):
+        return []
+    changed = []
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(OSError):
+            mode = os.stat(name).st_mode & 0o777
+            if mode & 0o077:
+                os.chmod(name, mode & 0o700)
+                changed.append(name)
+    return changed
+
+
 def current_revision(engine: Engine) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
@@ -299,6 +316,37 @@ def secret_once(engine: Engine, name: str, *, nbytes: int = 32) -> tuple[str, bo
         ).rowcount
         stored = str(conn.execute(select(meta.c.value).where(meta.c.key == name)).scalar_one())
         return stored, bool(created) and stored == value
+
+
+#: the `meta` row of the generated API key: only its hash, never the key (shown once, on creation)
+API_KEY = "api_key"
+HASHED = "sha256:"
+
+
+def key_hash(key: str) -> str:
+    """How a generated API key is stored: its SHA-256 (the key is random, 256 bits: no salt or
+    slow hash needed to keep it from being guessed back)."""
+    return HASHED + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def create_api_key(engine: Engine) -> str | None:
+    """Generate the API key if there is none: the new key (to show once), or None when one exists.
+    Only its hash is stored."""
+    key = secrets.token_urlsafe(32)
+    with engine.begin() as conn:
+        created = conn.execute(
+            insert_ignore(conn, meta, ["key"]).values(
+                key=API_KEY, value=key_hash(key), updated_at=datetime.now(UTC)
+            )
+        ).rowcount
+    return key if created else None
+
+
+def stored_api_key_hash(engine: Engine) -> str | None:
+    """The stored hash of the generated API key (None before `journey serve` made one)."""
+    with engine.connect() as conn:
+        value = conn.execute(select(meta.c.value).where(meta.c.key == API_KEY)).scalar()
+    return str(value) if value is not None else None
 
 
 def customer_ids(conn: Connection, external_ids: Sequence[str]) -> dict[str, int]:

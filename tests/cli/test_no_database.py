@@ -69,3 +69,29 @@ def test_db_upgrade_creates_the_database_owner_only(
     assert "database at revision" in capsys.readouterr().out
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert main(["report"]) == 0
+
+
+def test_db_upgrade_makes_an_older_world_readable_database_owner_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "journey.db"
+    monkeypatch.setenv("JOURNEY_DATABASE_URL", f"sqlite:///{path}")
+    assert main(["db", "upgrade"]) == 0
+    path.chmod(0o644)
+    capsys.readouterr()
+    assert main(["db", "upgrade"]) == 0
+    assert "now readable by its owner alone" in capsys.readouterr().err
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for extra in (tmp_path / "journey.db-wal", tmp_path / "journey.db-shm"):
+        assert not extra.exists() or stat.S_IMODE(extra.stat().st_mode) & 0o077 == 0
+
+
+def test_webhook_calls_written_to_files_are_owner_only(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from engine.delivery.channels.webhook import FileWebhookChannel
+
+    channel = FileWebhookChannel(tmp_path / "hooks")
+    channel.post("https://example.com/h", {"email": "ada@example.com"}, key="k", now=datetime.now(UTC))
+    (written,) = (tmp_path / "hooks").iterdir()
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
