@@ -39,12 +39,16 @@ class RuleError(JourneyError):
 class TemplateError(JourneyError):
     """A message template cannot be rendered."""
 
-    def __init__(self, message: str, *, file: str | None = None, line: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, file: str | None = None, line: int | None = None, suggestion: str | None = None
+    ) -> None:
         self.file = file
         self.line = line
         self.message = message
+        self.suggestion = suggestion
         where = f"{file}:{line or 1}: " if file else ""
-        super().__init__(f"{where}{message}")
+        hint = f" (did you mean '{suggestion}'?)" if suggestion else ""
+        super().__init__(f"{where}{message}{hint}")
 
 
 class IngestError(JourneyError):

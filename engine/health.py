@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, select, text
 
+from engine.db import NO_SCHEMA, is_missing_schema
 from engine.db.schema import meta
 from engine.reporting.deliverability import COMPLAINT_ALERT, last_day
 from engine.rules.durations import format_duration
@@ -29,7 +30,8 @@ def check(
             heartbeat = conn.execute(select(meta.c.value).where(meta.c.key == "scheduler.last_tick")).scalar()
         out.append(("database", True, "ok"))
     except Exception as exc:  # noqa: BLE001 - any failure is the answer
-        out.append(("database", False, f"FAILED: {str(exc).splitlines()[0][:200]}"))
+        reason = NO_SCHEMA if is_missing_schema(exc) else str(exc).splitlines()[0][:200]
+        out.append(("database", False, f"FAILED: {reason}"))
     if settings.broker_url:
         try:
             from kombu.connection import Connection

@@ -43,6 +43,9 @@ def make_app(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_connection_retry=True,
         worker_hijack_root_logger=False,
+        # our JSON lines go to stderr as they are: redirected, Celery would log each one again
+        # at WARNING (every successful send a warning)
+        worker_redirect_stdouts=False,
         # SIGTERM is Celery's warm shutdown: running batches finish. A cold shutdown (SIGQUIT, a
         # second Ctrl-C) still gives them this long, in seconds, before it stops them; sends a
         # stopped batch held stay 'sending' and are taken back after the lease.

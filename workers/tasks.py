@@ -18,7 +18,7 @@ from workers.state import STATE
 
 def _deliverer(settings: Settings) -> Deliverer:
     if "deliverer" not in STATE:
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, create=False)
         STATE["engine"] = engine
         STATE["deliverer"] = Deliverer.create(engine, settings)
     deliverer: Deliverer = STATE["deliverer"]

@@ -31,6 +31,7 @@ from engine.cli import (
     suppressions,
 )
 from engine.cli.base import App
+from engine.db import NO_SCHEMA, is_missing_schema
 from engine.errors import JourneyError
 from engine.settings import Settings
 
@@ -94,8 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ProgrammingError,
     ) as exc:  # the database, not the input: say which and what to do
         first = str(exc.orig or exc).splitlines()[0][:300]
-        if "no such table" in first or ("relation" in first and "does not exist" in first):
-            click.echo("error: the database has no schema yet: run `journey db upgrade` first", err=True)
+        if is_missing_schema(exc):
+            click.echo(f"error: {NO_SCHEMA}", err=True)
         else:
             click.echo(f"error: the database did not answer: {first}", err=True)
         return 1

@@ -23,6 +23,8 @@ class App:
     """What every command gets: the settings, and a database engine made on first use."""
 
     settings: Settings
+    #: only `journey db upgrade` creates a database that does not exist yet
+    create_database: bool = False
     _engine: Engine | None = field(default=None, repr=False)
 
     @property
@@ -30,7 +32,7 @@ class App:
         if self._engine is None:
             from engine.db import make_engine
 
-            self._engine = make_engine(self.settings.database_url)
+            self._engine = make_engine(self.settings.database_url, create=self.create_database)
         return self._engine
 
     def use_engine(self, engine: Engine) -> None:

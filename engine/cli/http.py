@@ -24,7 +24,8 @@ def serve(app: App, host: str, port: int) -> None:
     prepared = prepare(settings, app.engine)
     if prepared.generated_key is not None:
         click.echo(
-            f"API key for POST /v1/events (generated, stored in the database): {prepared.generated_key}\n"
+            f"API key for POST /v1/events (generated; shown this once, only its hash is stored): "
+            f"{prepared.generated_key}\n"
             "  send it as 'Authorization: Bearer <key>'; set JOURNEY_API_KEY to choose your own",
             err=True,
         )

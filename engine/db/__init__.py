@@ -6,6 +6,7 @@ Each dialect-specific form sits in one small function with the SQLite form besid
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 from collections.abc import Iterator, Sequence
@@ -48,8 +49,13 @@ def _new_file(url: str) -> str | None:
     return path
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for a SQLAlchemy URL; SQLite gets WAL, a busy timeout and foreign keys."""
+def make_engine(url: str, *, create: bool = True, **kwargs: Any) -> Engine:
+    """An engine for a SQLAlchemy URL; SQLite gets WAL, a busy timeout and foreign keys.
+
+    With `create=False` a SQLite file that does not exist is not created by connecting: the
+    connection fails ("unable to open database file") and no empty file is left behind; only
+    `journey db upgrade` (and the demo) create the database.
+    """
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://") :]
     if url.startswith("postgresql://"):
@@ -60,6 +66,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         new = _new_file(url)
         kwargs.setdefault("connect_args", {"timeout": 30})
         engine = create_engine(url, **kwargs)
+        if new is not None and not create:
+
+            @event.listens_for(engine, "do_connect")
+            def _open_existing_only(_dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+                # mode=rw: SQLite opens the file only if it exists, instead of creating it
+                target = Path(cparams.pop("database", cargs[0] if cargs else "")).absolute()
+                cargs[:] = [f"{target.as_uri()}?mode=rw"]
+                cparams["uri"] = True
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -104,6 +118,19 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
             conn.info.pop("write", None)
 
 
+NO_SCHEMA = "the database has no schema yet: run `journey db upgrade` first"
+
+
+def is_missing_schema(exc: BaseException) -> bool:
+    """The database was never upgraded: its tables, or its SQLite file, do not exist."""
+    first = (str(getattr(exc, "orig", None) or exc).splitlines() or [""])[0]
+    return (
+        "unable to open database file" in first  # a SQLite file is opened, never created, before
+        or "no such table" in first
+        or ("relation" in first and "does not exist" in first)
+    )
+
+
 def is_retryable(exc: DBAPIError) -> bool:
     """A deadlock or serialization failure: the transaction was rolled back whole; try again."""
     return getattr(exc.orig, "sqlstate", None) in ("40P01", "40001")
@@ -132,6 +159,22 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             command.downgrade(cfg, revision)
         else:
             command.upgrade(cfg, revision)
+
+
+def make_owner_only(engine: Engine) -> list[str]:
+    """Take group and other permissions off a SQLite database's files (a database made before
+    they were created 0600); the files changed."""
+    path = make_url(engine.url.render_as_string(hide_password=False)).database
+    if engine.dialect.name != "sqlite" or not path or path == ":memory:" or path.startswith("file:"):
+        return []
+    changed = []
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(OSError):
+            mode = os.stat(name).st_mode & 0o777
+            if mode & 0o077:
+                os.chmod(name, mode & 0o700)
+                changed.append(name)
+    return changed
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -273,6 +316,37 @@ def secret_once(engine: Engine, name: str, *, nbytes: int = 32) -> tuple[str, bo
         ).rowcount
         stored = str(conn.execute(select(meta.c.value).where(meta.c.key == name)).scalar_one())
         return stored, bool(created) and stored == value
+
+
+#: the `meta` row of the generated API key: only its hash, never the key (shown once, on creation)
+API_KEY = "api_key"
+HASHED = "sha256:"
+
+
+def key_hash(key: str) -> str:
+    """How a generated API key is stored: its SHA-256 (the key is random, 256 bits: no salt or
+    slow hash needed to keep it from being guessed back)."""
+    return HASHED + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def create_api_key(engine: Engine) -> str | None:
+    """Generate the API key if there is none: the new key (to show once), or None when one exists.
+    Only its hash is stored."""
+    key = secrets.token_urlsafe(32)
+    with engine.begin() as conn:
+        created = conn.execute(
+            insert_ignore(conn, meta, ["key"]).values(
+                key=API_KEY, value=key_hash(key), updated_at=datetime.now(UTC)
+            )
+        ).rowcount
+    return key if created else None
+
+
+def stored_api_key_hash(engine: Engine) -> str | None:
+    """The stored hash of the generated API key (None before `journey serve` made one)."""
+    with engine.connect() as conn:
+        value = conn.execute(select(meta.c.value).where(meta.c.key == API_KEY)).scalar()
+    return str(value) if value is not None else None
 
 
 def customer_ids(conn: Connection, external_ids: Sequence[str]) -> dict[str, int]:

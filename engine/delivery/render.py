@@ -35,6 +35,7 @@ from engine.delivery.html import html_to_text, inline_css
 from engine.delivery.locales import fallbacks, variants
 from engine.delivery.money import format_money
 from engine.delivery.sandbox import RenderLimit, Sandbox
+from engine.delivery.undefined import undefined_hint
 from engine.errors import TemplateError
 
 
@@ -262,8 +263,11 @@ class Templates:
                 f"not allowed in a template: {exc}", file=filename, line=_line_of(exc)
             ) from None
         except UndefinedError as exc:
+            message = exc.message or "undefined"
+            line = _line_of(exc)
+            hint = undefined_hint(message, context, self._line_text(exc, filename, line))
             raise TemplateError(
-                f"undefined variable: {exc.message}", file=filename, line=_line_of(exc)
+                f"undefined variable: {message}", file=filename, line=line, suggestion=hint
             ) from None
         except JinjaTemplateError as exc:
             raise TemplateError(str(exc), file=filename, line=_line_of(exc)) from None
@@ -274,6 +278,20 @@ class Templates:
         finally:
             self.env.stop(previous)
         return "".join(out)
+
+    def _line_text(self, exc: BaseException, filename: str, line: int | None) -> str | None:
+        """The text of the template line an error happened on, when it can be read."""
+        if line is None:
+            return None
+        try:
+            if self.sources is not None:
+                text = self.sources.get(filename)
+            else:
+                file = _frame_file(exc)
+                text = Path(file).read_text(encoding="utf-8") if file else None
+            return text.splitlines()[line - 1] if text is not None else None
+        except (OSError, UnicodeDecodeError, IndexError):
+            return None
 
     def render(
         self,
@@ -336,6 +354,17 @@ def _reason(exc: BaseException) -> str:
     """An unexpected exception as one line: its type and message, bounded."""
     text = " ".join(str(exc).split())[:300]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _frame_file(exc: BaseException) -> str | None:
+    """The template file (as compiled) where a rendering error happened, from the traceback."""
+    tb = exc.__traceback__
+    found = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(".j2"):
+            found = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    return found
 
 
 def _line_of(exc: BaseException) -> int | None:

@@ -6,6 +6,8 @@ links already in inboxes. Unsubscribe links never expire.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -68,6 +70,13 @@ class Signer:
         data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         body = base64_encode(data) if len(data) < COMPRESS_FROM else serializer.dump_payload(payload)
         return self._signers[purpose].sign(body).decode("utf-8")
+
+    def digest(self, purpose: str, data: str) -> str:
+        """A keyed digest of `data` (HMAC-SHA256 with the newest key, per purpose): an opaque id
+        that no one without the key can compute or reverse by trying inputs."""
+        key = self._keys[-1].encode("utf-8", "surrogatepass")
+        message = f"journey.{purpose}\0{data}".encode("utf-8", "surrogatepass")
+        return hmac.new(key, message, hashlib.sha256).hexdigest()
 
     def verify(self, purpose: str, token: str) -> Any:
         try:

@@ -42,7 +42,7 @@ def create_app(
     from engine.db import make_engine
 
     owned = engine is None
-    db = engine if engine is not None else make_engine(settings.database_url)
+    db = engine if engine is not None else make_engine(settings.database_url, create=False)
     observer = Observer()
     service = Service(settings=settings, engine=db, now=now or _wall_clock, observer=observer)
     pages = Pages(settings)

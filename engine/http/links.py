@@ -7,7 +7,6 @@ one is recorded.
 
 from __future__ import annotations
 
-import hashlib
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Request
@@ -85,7 +84,8 @@ def router(service: Service, pages: Pages) -> APIRouter:
         landing = service.ruleset().settings.referral_landing_url
         host = request.client.host if request.client else ""
         agent = request.headers.get("user-agent", "")
-        visitor = hashlib.sha256(f"{host}|{agent}".encode()).hexdigest()
+        # keyed: an unkeyed hash of an address and a browser could be reversed by trying them
+        visitor = service.signer().digest("referral_visitor", f"{host}|{agent}")
         owned = credit_referral_click(service.engine, code.strip(), service.now(), visitor)
         target = with_ref(landing, owned) if owned is not None else landing
         return RedirectResponse(target, status_code=302, headers=NO_STORE)

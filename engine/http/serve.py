@@ -8,7 +8,7 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from engine.db import current_revision, secret_once
+from engine.db import create_api_key, current_revision
 from engine.errors import JourneyError
 from engine.http._protocol import HEADER_TIMEOUT, with_header_timeout
 from engine.http.app import create_app
@@ -31,8 +31,7 @@ def prepare(settings: Settings, engine: Engine) -> Prepared:
     load_ruleset(settings.rules_dir, settings.templates_dir)
     key = None
     if settings.api_key is None:
-        value, created = secret_once(engine, "api_key")
-        key = value if created else None  # shown once, on creation; never logged again
+        key = create_api_key(engine)  # shown once, on creation; only its hash is stored
     return Prepared(create_app(settings, engine=engine), key)
 
 

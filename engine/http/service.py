@@ -3,7 +3,9 @@ signer, the API key and the rule set (the last three resolved on first use, then
 
 from __future__ import annotations
 
+import hmac
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +18,8 @@ from engine.http.observe import Observer
 from engine.rules.loader import RuleSet
 from engine.settings import Settings
 
+#: seconds a read of the generated API key's stored hash is reused
+API_KEY_RECHECK_SECONDS = 10.0
 #: the send id of links in `journey preview` output (real sends start at 1)
 PREVIEW_SEND = 0
 
@@ -31,7 +35,8 @@ class Service:
     write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _signer: Signer | None = field(default=None, repr=False)
-    _api_key: str | None = field(default=None, repr=False)
+    #: the stored hash of the generated API key, and when it was read (time.monotonic())
+    _api_key_hash: tuple[str | None, float] | None = field(default=None, repr=False)
     _ruleset: RuleSet | None = field(default=None, repr=False)
     _aliases: dict[str, str] | None = field(default=None, repr=False)
 
@@ -44,15 +49,19 @@ class Service:
                     self._signer = signer_for(self.settings, self.engine)
         return self._signer
 
-    def api_key(self) -> str:
-        """JOURNEY_API_KEY, or the key generated and stored in the database on first run."""
-        if self._api_key is None:
-            from engine.db import get_or_create_secret
+    def accepts_api_key(self, given: str) -> bool:
+        """Whether `given` is the API key: JOURNEY_API_KEY, else the generated one, of which only
+        the hash is stored (read again every 10 s, so a new generated key is taken up)."""
+        from engine.db import key_hash, stored_api_key_hash
 
+        if self.settings.api_key:
+            return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), self.settings.api_key.encode())
+        cached = self._api_key_hash
+        if cached is None or time.monotonic() - cached[1] > API_KEY_RECHECK_SECONDS:
             with self._lock:
-                if self._api_key is None:
-                    self._api_key = self.settings.api_key or get_or_create_secret(self.engine, "api_key")
-        return self._api_key
+                cached = self._api_key_hash = (stored_api_key_hash(self.engine), time.monotonic())
+        stored = cached[0]
+        return stored is not None and hmac.compare_digest(key_hash(given).encode(), stored.encode())
 
     def ruleset(self) -> RuleSet:
         """The rules, loaded once (restart the service to read changed rule files)."""

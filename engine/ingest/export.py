@@ -6,6 +6,10 @@ code), stamped at their first activity, then their events, oldest first; the who
 order (a customer's identify comes before their first event), so `simulate` streams it as it is.
 Ingested into an empty database it gives the same customers and the same event summaries.
 
+Each identity merge is one Segment `alias` call (`previousId` -> `userId`) at the merge's time, in
+place of the `profile_merged` event it made: ingested, it records the same merge, so later events
+under the old id still land on the survivor.
+
 Two things are not carried: who referred whom (`customers.referred_by`: the `referral_converted`
 events are exported, and ingesting a `referred_by` trait would credit the referrer a second time),
 and an opt-out taken back on the preference page (its `unsubscribed` event is exported, and opts
@@ -23,7 +27,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, case, exists, func, select, type_coerce
 
 from engine.db import is_postgres
-from engine.db.schema import customers, event_summary, events
+from engine.db.schema import customer_aliases, customers, event_summary, events
 from engine.db.types import UTCDateTime
 
 KNOWN = ("email", "phone", "timezone", "locale", "first_name")
@@ -57,6 +61,15 @@ def _track(row: Any) -> dict[str, Any]:
     return item
 
 
+def _alias(row: Any) -> dict[str, Any]:
+    return {
+        "type": "alias",
+        "previousId": row.alias,
+        "userId": row.external_id,
+        "timestamp": _iso(row.merged_at),
+    }
+
+
 def export_events(
     engine: Engine,
     *,
@@ -67,7 +80,11 @@ def export_events(
 ) -> Iterator[dict[str, Any]]:
     """The export's items in time order, read as they are written (two streamed queries merged):
     events with `since <= timestamp < until`, of the customers named (all by default), each
-    customer's identify before their first event; events named in `leave_out` are not read."""
+    customer's identify before their first event; events named in `leave_out` are not read.
+    Merges are `alias` calls, in place of their `profile_merged` events."""
+    from engine.ingest.identity import MERGED
+
+    leave_out = [*leave_out, MERGED]
     in_range = [events.c.ts >= since] if since is not None else []
     if until is not None:
         in_range.append(events.c.ts < until)
@@ -113,14 +130,25 @@ def export_events(
         .where(*in_range, *who, *([events.c.name.not_in(list(leave_out))] if leave_out else []))
         .order_by(events.c.ts, events.c.id)
     )
+    merged_in = [customer_aliases.c.merged_at >= since] if since is not None else []
+    if until is not None:
+        merged_in.append(customer_aliases.c.merged_at < until)
+    merges = (
+        select(customer_aliases.c.alias, customer_aliases.c.merged_at, customers.c.external_id)
+        .join(customers, customers.c.id == customer_aliases.c.customer_id)
+        .where(*merged_in, *who)
+        .order_by(customer_aliases.c.merged_at, customer_aliases.c.alias)
+    )
     options: dict[str, Any] = {"yield_per": 2000} if is_postgres(engine) else {}
-    with engine.connect() as c1, engine.connect() as c2:
+    with engine.connect() as c1, engine.connect() as c2, engine.connect() as c3:
         identifies = (
             ((r.at, 0, r.id), _identify(r))
             for r in c1.execution_options(**options).execute(people.order_by(at, customers.c.id))
         )
-        tracks = (((r.ts, 1, r.id), _track(r)) for r in c2.execution_options(**options).execute(track))
-        for _, item in heapq.merge(identifies, tracks, key=lambda pair: pair[0]):
+        tracks = (((r.ts, 2, r.id), _track(r)) for r in c2.execution_options(**options).execute(track))
+        # a merge after the survivor's identify, before the events at its time
+        aliases = (((r.merged_at, 1, i), _alias(r)) for i, r in enumerate(c3.execute(merges)))
+        for _, item in heapq.merge(identifies, aliases, tracks, key=lambda pair: pair[0]):
             yield item
 
 
@@ -131,6 +159,6 @@ def write_export(items: Iterator[dict[str, Any]], out: Any) -> tuple[int, int]:
         out.write(json.dumps(item, ensure_ascii=False, separators=(",", ":"), default=str) + "\n")
         if item["type"] == "identify":
             people += 1
-        else:
+        elif item["type"] == "track":
             tracked += 1
     return people, tracked

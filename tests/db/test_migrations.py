@@ -28,7 +28,7 @@ def test_downgrade_to_the_first_revision_and_back(db: Engine) -> None:
     upgrade(db, "0001")
     assert current_revision(db) == "0001"
     upgrade(db)
-    assert current_revision(db) == "0013"
+    assert current_revision(db) == "0015"
 
 
 def test_customers_keep_room_for_in_place_updates_and_stage_is_not_indexed(db: Engine) -> None:
@@ -63,3 +63,19 @@ def test_the_rule_pauses_table_comes_and_goes_with_its_migration(db: Engine) -> 
         "paused_by",
         "resumed_at",
     }
+
+
+def test_a_plain_api_key_stored_before_is_replaced_by_its_hash_and_keeps_working(db: Engine) -> None:
+    from datetime import UTC, datetime
+
+    from engine.db import key_hash, put_meta, stored_api_key_hash
+
+    upgrade(db, "0013")
+    with db.begin() as conn:
+        conn.execute(text("DELETE FROM meta WHERE key = 'api_key'"))
+        put_meta(conn, "api_key", "the-old-plain-key", datetime.now(UTC))
+    upgrade(db)
+    assert stored_api_key_hash(db) == key_hash("the-old-plain-key")
+    upgrade(db, "0013")  # going down leaves the hash (a hash cannot become its key again)
+    upgrade(db)
+    assert stored_api_key_hash(db) == key_hash("the-old-plain-key")

@@ -183,3 +183,25 @@ def test_health_and_the_sends_commands_show_failed_and_stuck_sends_and_act_on_th
     assert by_customer(kit)["ivy"][:2] == ("cancelled", "manual")
     code, out, _ = run(capsys, "sends", "retry", "--rule", "cart_abandonment", "--now", now)
     assert by_customer(kit)["zoe"][:2] == ("due", None)
+
+
+def test_an_undefined_variable_at_send_time_fails_the_send_with_a_did_you_mean(
+    shop: tuple[Kit, Settings, Recorder],
+) -> None:
+    kit, settings, _ = shop
+    (settings.templates_dir / "cart_reminder.txt.j2").write_text(
+        "Hello {{ customer.first_name }}\n"
+        "{% if customer.first_name == 'Ivy' %}{{ customer.frist_name }}{% endif %}\n"
+        "{% if customer.first_name == 'Zoe' %}{{ evnet.name }}{% endif %}\n"
+        "{% for c in [customer] %}{{ c.emial }}{% endfor %}\n"
+    )
+    dispatch(kit, settings, T0 + 2 * H)
+    rows = by_customer(kit)
+    assert {c: r[:2] for c, r in rows.items()} == {c: ("failed", "template") for c in ("ada", "ivy", "zoe")}
+    assert {c: r[2] for c, r in rows.items()} == {
+        "ivy": "cart_reminder.txt.j2:2: undefined variable: 'dict object' has no attribute 'frist_name' "
+        "(did you mean 'first_name'?)",
+        "zoe": "cart_reminder.txt.j2:3: undefined variable: 'evnet' is undefined (did you mean 'event'?)",
+        "ada": "cart_reminder.txt.j2:4: undefined variable: 'dict object' has no attribute 'emial' "
+        "(did you mean 'email'?)",
+    }

@@ -177,3 +177,20 @@ def test_send_test_says_why_it_could_not_send(
     code, _, err = run(capsys, "send-test", "welcome_1", "--to", "me@example.com")
     assert code == 1 and err.startswith("error: the test message was not sent:")
     assert "Traceback" not in err
+
+
+def test_preview_of_a_template_with_a_misspelt_variable_says_where_and_what_was_meant(
+    shop: Kit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "message_templates", templates)
+    (templates / "cart_reminder.txt.j2").write_text("Hi {{ customer.first_name }},\n{{ customer.lcoale }}\n")
+    monkeypatch.setenv("JOURNEY_TEMPLATES_DIR", str(templates))
+    code, _, err = run(capsys, "preview", "cart_reminder", "--customer", "bo", "--now", iso(T0 + 5 * H))
+    assert code == 1
+    assert err == (
+        "error: cart_reminder.txt.j2:2: undefined variable: 'dict object' has no attribute 'lcoale' "
+        "(did you mean 'locale'?)\n"
+    )

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import DataError, OperationalError
 
-from engine.db import get_or_create_secret
+from engine.db import create_api_key
 from engine.db.schema import customers
 from engine.http.app import create_app
 from tests.support.http import AUTH, NOW, Shop, served
@@ -70,15 +70,28 @@ def test_a_request_without_the_api_key_stores_nothing(shop: Shop) -> None:
     assert shop.count("cart_updated") == 0
 
 
-def test_without_a_configured_key_the_one_stored_in_the_database_is_required(shop: Shop) -> None:
-    app = create_app(shop.settings.with_(api_key=None), engine=shop.engine, now=lambda: NOW)
+def test_without_a_configured_key_the_generated_one_is_required_and_only_its_hash_is_stored(
+    shop: Shop,
+) -> None:
     from fastapi.testclient import TestClient
+    from sqlalchemy import select
 
-    client = TestClient(app)
+    from engine.db.schema import meta
+
+    generated = create_api_key(shop.engine)
+    assert generated is not None and create_api_key(shop.engine) is None  # made once
+    client = TestClient(create_app(shop.settings.with_(api_key=None), engine=shop.engine, now=lambda: NOW))
     assert client.post("/v1/events", json=track("x"), headers=AUTH).status_code == 401
-    stored = get_or_create_secret(shop.engine, "api_key")
+    with shop.engine.connect() as conn:
+        stored = conn.execute(select(meta.c.value).where(meta.c.key == "api_key")).scalar_one()
+    assert stored.startswith("sha256:") and generated not in stored
     r = client.post("/v1/events", json=track("x"), headers={"Authorization": f"Bearer {stored}"})
+    assert r.status_code == 401  # the stored value is not the key
+    r = client.post("/v1/events", json=track("x"), headers={"Authorization": f"Bearer {generated}"})
     assert r.status_code == 202
+    # the tracking API takes it as a write key too
+    r = client.post("/v1/track", json={"userId": "x", "event": "cart_updated"}, auth=(generated, ""))
+    assert r.status_code == 200
 
 
 def test_invalid_json_is_a_400_that_says_where(shop: Shop) -> None:

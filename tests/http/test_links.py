@@ -131,3 +131,22 @@ def test_a_signed_token_whose_customer_id_is_not_a_database_id_is_an_invalid_lin
     payload = {"c": 2**70, "s": 2**70, "r": "cart", "u": "https://shop.example.com/", "q": "nps"}
     r = shop.client.get(route.format(t=signer.sign(purpose, payload)), follow_redirects=False)
     assert r.status_code in (200, 404), r.text  # the pixel answers its GIF; the others, an invalid link
+
+
+def test_the_referral_visitor_is_an_hmac_of_address_and_browser_under_the_secret(shop: Shop) -> None:
+    import hashlib
+
+    from engine.ingest.links import CLICK_WINDOW
+
+    shop.client.get("/r/ADA12345", follow_redirects=False, headers={"user-agent": "Firefox"})
+    [event] = shop.events("referral_clicked")
+    window = int(NOW.timestamp() // CLICK_WINDOW.total_seconds())
+
+    def message_id(visitor: str) -> str:
+        return "referral_clicked:" + hashlib.sha1(f"ADA12345:{visitor}:{window}".encode()).hexdigest()[:24]
+
+    keyed = Signer.from_setting(SECRET).digest("referral_visitor", "testclient|Firefox")
+    assert event.message_id == message_id(keyed)
+    # nobody without the secret can tell who clicked by hashing addresses and browsers
+    assert event.message_id != message_id(hashlib.sha256(b"testclient|Firefox").hexdigest())
+    assert Signer.from_setting("another secret").digest("referral_visitor", "testclient|Firefox") != keyed

@@ -123,3 +123,77 @@ def test_export_limits_to_a_time_range_and_to_customers(
     assert (
         main(["events", "export", "--since", "2026-10-21T00:00:00Z", "--until", "2026-10-20T00:00:00Z"]) == 2
     )
+
+
+def aliases_of(engine: Engine) -> dict[str, tuple[str, Any]]:
+    from engine.db.schema import customer_aliases
+
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(customer_aliases.c.alias, customers.c.external_id, customer_aliases.c.merged_at).join(
+                customers, customers.c.id == customer_aliases.c.customer_id
+            )
+        )
+        return {r.alias: (r.external_id, r.merged_at) for r in rows}
+
+
+def test_merged_identities_survive_export_then_ingest_into_an_empty_database(
+    db: Engine,
+    db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("JOURNEY_DATABASE_URL", db_url)
+    monkeypatch.setenv("JOURNEY_RULES_DIR", str(ROOT / "rules"))
+    monkeypatch.setenv("JOURNEY_TEMPLATES_DIR", str(ROOT / "message_templates"))
+    items = [
+        {"type": "track", "anonymousId": "anon-1", "event": "product_viewed", "timestamp": "2026-10-01T09:00:00Z",
+         "messageId": "m1", "properties": {"name": "Trail shoe"}},
+        {"type": "track", "userId": "old-2", "event": "cart_updated", "timestamp": "2026-10-01T09:30:00Z",
+         "messageId": "m2", "properties": {"cart_value": 10}},
+        {"type": "identify", "userId": "ada", "anonymousId": "anon-1", "timestamp": "2026-10-01T10:00:00Z",
+         "traits": {"email": "ada@example.com", "first_name": "Ada"}},
+        {"type": "alias", "previousId": "old-2", "userId": "ada", "timestamp": "2026-10-02T10:00:00Z"},
+        {"type": "alias", "previousId": "ada", "userId": "ada-account", "timestamp": "2026-10-03T10:00:00Z"},
+        {"type": "track", "anonymousId": "anon-1", "event": "product_viewed", "timestamp": "2026-10-04T09:00:00Z",
+         "messageId": "m3", "properties": {"name": "Rain shell"}},
+    ]  # fmt: skip
+    history = tmp_path / "history.jsonl"
+    history.write_text("".join(json.dumps(i) + "\n" for i in items))
+    assert main(["ingest", str(history)]) == 0
+    before = aliases_of(db)
+    assert {a: who for a, (who, _) in before.items()} == {
+        "anon-1": "ada-account",
+        "old-2": "ada-account",
+        "ada": "ada-account",
+    }
+
+    out = tmp_path / "export.jsonl"
+    assert main(["events", "export", "-o", str(out)]) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(line["previousId"], line["userId"]) for line in lines if line["type"] == "alias"] == [
+        ("anon-1", "ada-account"),
+        ("old-2", "ada-account"),
+        ("ada", "ada-account"),
+    ]
+    assert not [line for line in lines if line.get("event") == "profile_merged"]  # the aliases make them
+
+    empty = tmp_path / "empty.db"
+    monkeypatch.setenv("JOURNEY_DATABASE_URL", f"sqlite:///{empty}")
+    assert main(["db", "upgrade"]) == 0
+    assert main(["ingest", str(out)]) == 0
+    other = make_engine(f"sqlite:///{empty}")
+    assert aliases_of(other) == before
+    assert customers_of(other) == customers_of(db)
+    assert summaries_of(other) == summaries_of(db)
+    # a later event under a merged id still lands on the survivor
+    late = tmp_path / "late.jsonl"
+    late.write_text(
+        json.dumps({"type": "track", "customer_id": "old-2", "event": "order_placed",
+                    "timestamp": "2026-10-05T09:00:00Z", "message_id": "m4"}) + "\n"
+    )  # fmt: skip
+    assert main(["ingest", str(late)]) == 0
+    assert ("ada-account", "order_placed") in summaries_of(other)
+    assert "old-2" not in customers_of(other)
+    other.dispose()

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +113,24 @@ def test_importing_the_engine_or_the_workers_package_makes_no_celery_app() -> No
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["Celery", "journey", "True", BROKER_URL]
+
+
+def test_a_worker_logs_each_successful_send_as_one_info_json_line_not_a_warning(
+    shop: tuple[Kit, Settings, Recorder], start_worker: Start, tmp_path: Path
+) -> None:
+    import json
+
+    kit, settings, _ = shop
+    carts(kit, 3)
+    kit.tick(T0 + 2 * H)
+    worker = start_worker(settings)
+    dispatch_due(kit.engine, settings, now=T0 + 2 * H, enqueue=celery_enqueuer(settings))
+    wait_for(lambda: count(kit.engine, "sent") == 3)
+    worker.terminate()
+    worker.wait(30)
+    lines = (tmp_path / "worker0.log").read_text().splitlines()
+    sent = [line for line in lines if '"status": "sent"' in line]
+    assert len(sent) == 3, lines
+    for line in sent:
+        assert json.loads(line)["level"] == "info"  # the whole line is the JSON record
+    assert not [line for line in lines if "WARNING/" in line], lines  # nothing re-logged by Celery

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,9 @@ class FileWebhookChannel:
         body = {"url": url, "idempotency_key": key, "sent_at": now.isoformat(), "payload": payload}
         target = self.directory / f"{name}.json"
         tmp = target.with_suffix(".tmp")
-        tmp.write_text(json.dumps(body, indent=2, default=str))
+        # owner-only, as the email outbox's files are: payloads carry customers and signed links
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(json.dumps(body, indent=2, default=str))
         tmp.replace(target)
         return f"written {name}.json"
