@@ -135,33 +135,65 @@ class _PostgresLedger(Ledger):
 
     def _release(self, conn: Connection) -> None:
         conn.exec_driver_sql("RESET synchronous_commit")
+        second, self._second = self._second, None
+        if second is not None:
+            try:
+                second.exec_driver_sql("RESET synchronous_commit")
+            finally:
+                second.close()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            super().__exit__(*exc)
+        finally:
+            second, self._second = self._second, None
+            if second is not None:  # not released (an error): not back to the pool as it is
+                second.invalidate()
+                second.close()
 
     def _execute(self, statement: Any, params: Any = None) -> int:
         return int(self.conn.execute(statement, params).rowcount or 0)
 
-    #: a 'sent' mark sent to the server whose answer is not read yet (see `sent`)
-    _pending: Any = None
+    #: per mark connection (the batch's, then a second one): a 'sent' mark sent to the server
+    #: whose answer is not read yet (see `sent`)
+    _pending: tuple[Any, Any] = (None, None)
+    #: the second connection the marks alternate on, opened at the second mark
+    _second: Connection | None = None
+    _turn = 0
 
     @property
     def conn(self) -> Connection:
-        self._settle()
+        self._settle(0)
+        self._settle(1)
         return super().conn
 
     def sent(self, send_id: int, *, sent_at: datetime, subject: str, response: str, message_id: str) -> None:
-        """Pipelined: the UPDATE (autocommit) is in the server's hands before this returns, and its
-        answer is read before the connection's next use. A worker killed right after still has
-        its mark committed: the server runs what it received."""
-        conn = self.conn  # settles the previous mark
+        """Pipelined: the UPDATE (autocommit) is in the server's hands before this returns. Marks
+        alternate between two connections, and a connection's answer is read before its next
+        mark (or the batch connection's next use): the worker does not wait for the server, whose
+        answer to a mark comes while the next message is handed over. A worker killed right after
+        still has its mark committed: the server runs what it received."""
+        turn, self._turn = self._turn, 1 - self._turn
+        self._settle(turn)
+        if turn == 0:
+            conn = super().conn
+        else:
+            if self._second is None:
+                self._second = self._connect()
+            conn = self._second
         pgconn = conn.connection.driver_connection.pgconn  # type: ignore[union-attr]
         values = (sent_at.isoformat(), subject, response, message_id, str(send_id))
         pgconn.send_query_params(PG_MARK_ONE, [v.encode() for v in values])
-        self._pending = pgconn
+        pending = list(self._pending)
+        pending[turn] = pgconn
+        self._pending = (pending[0], pending[1])
 
-    def _settle(self) -> None:
-        """Read the answer of the pipelined mark; a mark the server refused is an error here."""
-        pgconn, self._pending = self._pending, None
+    def _settle(self, turn: int) -> None:
+        """Read the answer of a pipelined mark; a mark the server refused is an error here."""
+        pgconn = self._pending[turn]
         if pgconn is None:
             return
+        self._pending = (None, self._pending[1]) if turn == 0 else (self._pending[0], None)
         from psycopg import pq
 
         failed = None

@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
+from base64 import urlsafe_b64encode
 from collections.abc import Sequence
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from itsdangerous import Signer as ItsSigner
-from itsdangerous.encoding import base64_encode
+from itsdangerous.encoding import base64_encode, int_to_bytes, want_bytes
 
 #: how long a link of each purpose stays valid, in seconds (None: forever)
 MAX_AGE: dict[str, int | None] = {
@@ -24,6 +26,14 @@ MAX_AGE: dict[str, int | None] = {
     "open": 365 * 86400,
     "click": 365 * 86400,
 }
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def _b64(data: bytes) -> bytes:
+    """itsdangerous' base64: URL-safe, without padding."""
+    return urlsafe_b64encode(data).rstrip(b"=")
 
 
 #: payloads of at least this many bytes of JSON are compressed when that makes them shorter
@@ -46,6 +56,9 @@ class Signer:
         self._keys = list(reversed(key_list))
         self._serializers: dict[str, URLSafeTimedSerializer] = {}
         self._signers: dict[str, ItsSigner] = {}
+        #: per purpose: the HMAC keyed with the signer's derived key, copied for each token, and
+        #: the signer's separator (itsdangerous derives the key again for every signature)
+        self._macs: dict[str, tuple[Any, bytes]] = {}
 
     @classmethod
     def from_setting(cls, secret: str) -> Signer:
@@ -59,7 +72,9 @@ class Signer:
                 raise ValueError(f"unknown token purpose {purpose!r}")
             serializer = URLSafeTimedSerializer(self._keys, salt=f"journey.{purpose}")
             self._serializers[purpose] = serializer
-            self._signers[purpose] = serializer.make_signer()
+            signer = self._signers[purpose] = serializer.make_signer()
+            mac = hmac.new(signer.derive_key(), digestmod=signer.digest_method)
+            self._macs[purpose] = (mac, want_bytes(signer.sep))
         return serializer
 
     def sign(self, purpose: str, payload: Any) -> str:
@@ -67,9 +82,14 @@ class Signer:
         each time. A short payload is not offered to zlib: it would not come out shorter, and trying
         costs more than signing."""
         serializer = self._serializer(purpose)
-        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        data = _JSON.encode(payload).encode("utf-8")
         body = base64_encode(data) if len(data) < COMPRESS_FROM else serializer.dump_payload(payload)
-        return self._signers[purpose].sign(body).decode("utf-8")
+        # TimestampSigner.sign, with the key derived once
+        template, sep = self._macs[purpose]
+        value = body + sep + _b64(int_to_bytes(int(time.time())))
+        mac = template.copy()
+        mac.update(value)
+        return (value + sep + _b64(mac.digest())).decode("utf-8")
 
     def digest(self, purpose: str, data: str) -> str:
         """A keyed digest of `data` (HMAC-SHA256 with the newest key, per purpose): an opaque id

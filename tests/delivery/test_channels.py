@@ -29,7 +29,7 @@ from engine.settings import Settings
 from tests.support.hooks import Hooks
 from tests.support.kit import H, Kit
 from tests.support.services import free_port, utc
-from tests.support.smtp import Recorder, serving, smtp_server
+from tests.support.smtp import PipeliningRecorder, Recorder, serving, smtp_server
 
 NOW = utc("2026-11-02T10:00:00")
 
@@ -234,6 +234,37 @@ def test_smtp_answers_tell_a_retry_from_a_refusal() -> None:
         channel.close()
     assert (later.value.permanent, never.value.permanent) == (False, True)
     assert [m["To"] for m in recorder.messages] == ["Ada <ok@example.com>"]
+
+
+def test_a_server_offering_pipelining_gets_each_message_in_two_writes_with_the_same_answers() -> None:
+    with serving(PipeliningRecorder()) as (recorder, port):
+        recorder.answers["busy@example.com"] = ["451 4.7.1 Greylisted, try again later"]
+        recorder.answers["gone@example.com"] = ["550 5.1.1 No such user"]
+        channel = email_channel(f"smtp://127.0.0.1:{port}")
+        assert channel.send(email("a@example.com")).startswith("250")
+        assert isinstance(channel, SmtpEmailChannel) and channel._pipelining is True
+        with pytest.raises(DeliveryError, match="451 4.7.1 Greylisted") as later:
+            channel.send(email("busy@example.com", occurrence=2))
+        with pytest.raises(DeliveryError, match="550 5.1.1 No such user") as never:
+            channel.send(email("gone@example.com", occurrence=3))
+        text = "Hello Ada\n.\n..two dots\n.end"  # lines that start with a dot are stuffed
+        dotted = build_email(
+            rendered=Rendered(subject="Dots", html=None, text=text),
+            mail_from="Shop <hello@shop.example.com>",
+            to_email="dots@example.com",
+            to_name="Ada",
+            key=send_key("cart_abandonment", "0", 7, 4),
+            rule_id="cart_abandonment",
+            unsubscribe_url=None,
+            unsubscribe_mailto=None,
+            date=NOW,
+        )
+        channel.send(dotted)  # the connection is still good after refusals
+        channel.close()
+    assert (later.value.permanent, never.value.permanent) == (False, True)
+    assert [m["To"] for m in recorder.messages] == ["Ada <a@example.com>", "Ada <dots@example.com>"]
+    body = recorder.messages[1].get_payload(decode=True)
+    assert isinstance(body, bytes) and body.decode().replace("\r\n", "\n").strip() == text
 
 
 def test_an_unreachable_smtp_server_is_a_transient_error_naming_it() -> None:

@@ -4,6 +4,8 @@ is an error there, not lost in silence."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 from sqlalchemy import Engine
 
@@ -36,3 +38,19 @@ def test_a_mark_the_server_refuses_is_an_error(db: Engine) -> None:
         ledger.sent(send_id, sent_at=NOW, subject="Hi", response="250", message_id=too_long)
         ledger.conn  # noqa: B018
     assert status_of(db, send_id)[0] == "sending"  # taken back after the lease, sent again
+
+
+def test_marks_in_a_row_are_all_committed_and_a_refused_later_one_is_still_an_error(db: Engine) -> None:
+    ids = [add_send(db, add_customer(db, n)) for n in range(4)]
+    claim(db, now=NOW, limit=10)
+    claim_batch(db, ids, NOW)
+    bad = "<" + "x" * 300 + "@x>" if db.dialect.name == "postgresql" else None
+    refused = pytest.raises(OSError, match="'sent' mark was not written") if bad else nullcontext()
+    with refused, Ledger.open(db) as ledger:
+        for n, send_id in enumerate(ids[:3]):
+            ledger.sent(send_id, sent_at=NOW, subject="Hi", response="250", message_id=f"<{n}@x>")
+        ledger.conn  # noqa: B018 - every mark's answer is read
+        assert [status_of(db, i)[0] for i in ids] == ["sent", "sent", "sent", "sending"]
+        # the fourth mark goes on the other connection than the third (PostgreSQL)
+        ledger.sent(ids[3], sent_at=NOW, subject="Hi", response="250", message_id=bad or "<3@x>")
+    assert status_of(db, ids[3])[0] == ("sending" if bad else "sent")

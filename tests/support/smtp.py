@@ -46,6 +46,17 @@ class Recorder:
         return out
 
 
+class PipeliningRecorder(Recorder):
+    """A Recorder whose EHLO offers PIPELINING (RFC 2920), as postfix does; aiosmtpd reads the
+    commands a client sends together one after the other, answering each in turn."""
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
 R = TypeVar("R", bound=Recorder)
 
 

@@ -8,6 +8,7 @@ import smtplib
 import ssl
 import tempfile
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from engine.delivery.mime import Email
@@ -61,6 +62,8 @@ class SmtpEmailChannel:
         self.tls, self.starttls = tls, starttls
         self.timeout = timeout
         self._smtp: smtplib.SMTP | None = None
+        #: whether this connection's server offers PIPELINING (RFC 2920); None until asked
+        self._pipelining: bool | None = None
 
     def open(self) -> None:
         if self._smtp is not None:
@@ -92,6 +95,7 @@ class SmtpEmailChannel:
             except (OSError, smtplib.SMTPException):
                 pass
             self._smtp = None
+            self._pipelining = None
 
     def _options(self, msg: Email) -> tuple[str, ...]:
         """MAIL FROM options: SMTPUTF8 for an address that needs it, when the server offers it; a
@@ -114,7 +118,13 @@ class SmtpEmailChannel:
             assert self._smtp is not None
             try:
                 options = self._options(msg)
-                refused = self._smtp.sendmail(msg.sender, [msg.recipient], msg.raw, mail_options=options)
+                if self._pipelining is None:
+                    self._smtp.ehlo_or_helo_if_needed()
+                    self._pipelining = self._smtp.has_extn("pipelining")
+                if self._pipelining and not options:
+                    refused = _pipelined(self._smtp, msg.sender, msg.recipient, msg.raw)
+                else:
+                    refused = self._smtp.sendmail(msg.sender, [msg.recipient], msg.raw, mail_options=options)
             except smtplib.SMTPRecipientsRefused as exc:
                 code, text = next(iter(exc.recipients.values()))
                 raise DeliveryError(
@@ -138,6 +148,49 @@ class SmtpEmailChannel:
                 raise DeliveryError(f"{code} {_text(text)}", permanent=500 <= code < 600, smtp_code=code)
             return f"250 accepted by {self.host}"
         raise DeliveryError("SMTP connection lost")  # pragma: no cover - the loop returns or raises
+
+
+def _pipelined(smtp: smtplib.SMTP, sender: str, recipient: str, raw: bytes) -> dict[str, Any]:
+    """One message as RFC 2920 allows: MAIL, RCPT and DATA in one write, their three replies read
+    together, then the message and its reply; two round trips instead of four. Raises what
+    smtplib's `sendmail` raises for the same replies (and leaves the connection as it does)."""
+    size = f" SIZE={len(raw)}" if smtp.has_extn("size") else ""
+    smtp.send(
+        f"MAIL FROM:{smtplib.quoteaddr(sender)}{size}\r\nRCPT TO:{smtplib.quoteaddr(recipient)}\r\nDATA\r\n"
+    )
+    mail, rcpt, data = smtp.getreply(), smtp.getreply(), smtp.getreply()
+    if data[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):
+        smtp.close()  # a server that opened DATA without a sender or recipient: leave without a message
+    if mail[0] != 250:
+        _reset_or_close(smtp, mail[0])
+        raise smtplib.SMTPSenderRefused(mail[0], mail[1], sender)
+    if rcpt[0] not in (250, 251):
+        _reset_or_close(smtp, rcpt[0])
+        raise smtplib.SMTPRecipientsRefused({recipient: rcpt})
+    if data[0] != 354:
+        _reset_or_close(smtp, data[0])
+        raise smtplib.SMTPDataError(data[0], data[1])
+    body = _LEADING_DOT.sub(b"..", raw)
+    smtp.send(body + (b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n"))
+    code, reply = smtp.getreply()
+    if code != 250:
+        _reset_or_close(smtp, code)
+        raise smtplib.SMTPDataError(code, reply)
+    return {}
+
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _reset_or_close(smtp: smtplib.SMTP, code: int) -> None:
+    """After a refusal, as smtplib does: 421 (the server is closing) closes, anything else RSETs."""
+    if code == 421:
+        smtp.close()
+    elif smtp.sock is not None:
+        try:
+            smtp.rset()
+        except smtplib.SMTPServerDisconnected:
+            pass
 
 
 def _text(value: bytes | str) -> str:
