@@ -48,7 +48,7 @@ smtp-sink:
 COVERAGE_MIN := 92
 
 unit: $(STAMP) browser
-	$(BIN)/pytest -q --cov --cov-report=term --cov-fail-under=$(COVERAGE_MIN)
+	$(BIN)/pytest -q --durations=15 --cov --cov-report=term --cov-fail-under=$(COVERAGE_MIN)
 
 # the production install (no dev extras, what the Dockerfile runs) starts a worker on Redis and on
 # RabbitMQ, a scheduler and the API, each answering; pip's cache makes a second run quick
