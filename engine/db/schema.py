@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from engine.db.types import BigID, JSONType, UTCDateTime
@@ -60,6 +61,13 @@ customers = Table(
     #: empty, so that what the ledger and the reports count about it keeps its id
     Column("erased_at", UTCDateTime()),
     #: no index on stage: a stage change then rewrites the row in place (migration 0004)
+    #: suppressions of a tick's window, for segments reading `subscribed:` (only suppressed rows)
+    Index(
+        "ix_customers_email_suppressed_at",
+        "email_suppressed_at",
+        postgresql_where=text("email_suppressed_at IS NOT NULL"),
+        sqlite_where=text("email_suppressed_at IS NOT NULL"),
+    ),
     postgresql_with={"fillfactor": 50},
 )
 
@@ -136,6 +144,8 @@ unsubscribes = Table(
     Column("topic", String(64), primary_key=True, default="*"),
     Column("at", UTCDateTime(), nullable=False),
     Column("source", String(64)),
+    #: opt-outs of a tick's window, for segments reading `subscribed:`
+    Index("ix_unsubscribes_at", "at"),
 )
 
 #: a customer's passage through a rule, once per trigger occurrence

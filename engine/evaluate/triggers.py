@@ -335,18 +335,21 @@ def exits(conn: Connection, rule: Rule, w: Window) -> int:
         event_summary.c.last_at <= w.now,
     )
     which = [e.c.rule_id == rule.id, e.c.status == "active", did_exit]
+    exiting: Any = None
     if not w.full:
-        # only customers with a new exit event can have left since the previous tick
-        which.append(
-            e.c.customer_id.in_(select(new_events.c.customer_id).where(new_events.c.name.in_(rule.exit_on)))
-        )
+        # only customers with a new exit event can have left since the previous tick; their
+        # sends are found through the customer index, not among every due send of the rule
+        exiting = select(new_events.c.customer_id).where(new_events.c.name.in_(rule.exit_on))
+        which.append(e.c.customer_id.in_(exiting))
     n = conn.execute(e.update().where(*which).values(status="exited", ended_at=w.now, position=None)).rowcount
     if n:
         from engine.db.schema import sends
 
+        leavers = [] if exiting is None else [sends.c.customer_id.in_(exiting)]
         conn.execute(
             sends.update()
             .where(
+                *leavers,
                 sends.c.rule_id == rule.id,
                 sends.c.status == "due",
                 sends.c.enrollment_id.in_(

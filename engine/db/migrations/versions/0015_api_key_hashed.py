@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0015"
-down_revision: str | None = "0013"
+down_revision: str | None = "0014"
 branch_labels = None
 depends_on = None
 
