@@ -64,8 +64,8 @@ def _rows(conn: Connection, query: Any, skip: tuple[str, ...] = ("customer_id",)
 
 
 def export(engine: Engine, external_id: str) -> dict[str, Any]:
-    """Everything held about the customer: their row, every event, summary, stage change,
-    opt-out, enrollment and send, their address's suppression and the delivery reports about them."""
+    """Everything held about the customer: their row, the ids merged into them, every event,
+    summary, stage change, opt-out, enrollment and send, their address's suppression and the delivery reports about them."""
     with engine.connect() as conn:
         c = _customer(conn, external_id)
         cid = c.id
@@ -85,6 +85,12 @@ def export(engine: Engine, external_id: str) -> dict[str, Any]:
                 )
                 .where(events.c.customer_id == cid)
                 .order_by(events.c.ts, events.c.id),
+            ),
+            "merged_ids": _rows(  # the anonymous and other ids merged into this customer
+                conn,
+                select(customer_aliases.c.alias, customer_aliases.c.merged_at)
+                .where(customer_aliases.c.customer_id == cid)
+                .order_by(customer_aliases.c.merged_at, customer_aliases.c.alias),
             ),
             "summaries": _rows(
                 conn,

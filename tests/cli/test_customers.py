@@ -100,6 +100,24 @@ def test_the_export_holds_every_event_attribute_and_send_of_the_customer(
     assert got["stages"] and got["summaries"] and got["enrollments"]
 
 
+def test_the_export_lists_the_ids_merged_into_the_customer_and_erasure_forgets_them(
+    shop: tuple[Kit, Settings], capsys: pytest.CaptureFixture[str]
+) -> None:
+    kit, settings = shop
+    history(kit, settings)
+    seen = "2026-11-02T09:00:00Z"
+    kit.ingest({"type": "page", "anonymousId": "anon-7f3a", "name": "Trail shoes", "timestamp": seen})
+    kit.ingest(
+        {"type": "identify", "userId": "ada", "anonymousId": "anon-7f3a", "timestamp": seen, "traits": {}}
+    )
+    status, out, _ = run(capsys, "customers", "export", "ada")
+    assert status == 0
+    merged = json.loads(out)["merged_ids"]
+    assert [m["alias"] for m in merged] == ["anon-7f3a"] and merged[0]["merged_at"] == seen
+    assert run(capsys, "customers", "erase", "ada", "--yes")[0] == 0
+    assert rows_holding(kit.engine, ["anon-7f3a"]) == []
+
+
 def rows_holding(engine: Engine, needles: list[str]) -> list[tuple[str, dict[str, Any]]]:
     """Every row of every table with a value that holds one of `needles` (any case)."""
     found = []
