@@ -8,7 +8,7 @@ tree: everything that only needs to visit the parts of a condition uses them.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -157,35 +157,36 @@ class NotCondition(Strict):
     not_: Condition = Field(alias="not")
 
 
-_CONDITION_KEYS = (
-    ("attribute", "<attribute>"),
-    ("event", "<event>"),
-    ("stage", "<stage>"),
-    ("segment", "<segment>"),
-    ("subscribed", "<subscribed>"),
-    ("all", "<all>"),
-    ("any", "<any>"),
-    ("not", "<not>"),
+def key_tagger(tags: tuple[tuple[str, type[BaseModel]], ...]) -> Callable[[Any], str | None]:
+    """The discriminator of a union written as one-key YAML mappings (`{event: ...}`, `{send: ...}`):
+    a model's tag by its type, a raw mapping's by the first of `tags`' keys it holds. Tags are
+    `<key>`, so that they cannot collide with a key's value."""
+    by_type = {model: f"<{key}>" for key, model in tags}
+
+    def tag(value: Any) -> str | None:
+        if isinstance(value, BaseModel):
+            return by_type.get(type(value))
+        if isinstance(value, dict):
+            for key, _ in tags:
+                if key in value:
+                    return f"<{key}>"
+        return None
+
+    return tag
+
+
+_condition_tag = key_tagger(
+    (
+        ("attribute", AttributeCondition),
+        ("event", EventCondition),
+        ("stage", StageCondition),
+        ("segment", SegmentCondition),
+        ("subscribed", SubscribedCondition),
+        ("all", AllCondition),
+        ("any", AnyCondition),
+        ("not", NotCondition),
+    )
 )
-
-
-def _condition_tag(value: Any) -> str | None:
-    if isinstance(value, BaseModel):
-        return {
-            AttributeCondition: "<attribute>",
-            EventCondition: "<event>",
-            StageCondition: "<stage>",
-            SegmentCondition: "<segment>",
-            SubscribedCondition: "<subscribed>",
-            AllCondition: "<all>",
-            AnyCondition: "<any>",
-            NotCondition: "<not>",
-        }.get(type(value))
-    if isinstance(value, dict):
-        for key, tag in _CONDITION_KEYS:
-            if key in value:
-                return tag
-    return None
 
 
 Condition = Annotated[

@@ -11,9 +11,9 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import AfterValidator, Discriminator, Field, Tag, field_validator, model_validator
 
-from engine.rules.conditions import CompareOrValue, Condition, Scalar, Strict
+from engine.rules.conditions import CompareOrValue, Condition, Scalar, Strict, key_tagger
 from engine.rules.durations import Duration
 
 #: a template name: the start of its files' names (`NAME.subject.j2`), inside the templates directory
@@ -178,31 +178,17 @@ class UpdateStep(Strict):
     update: dict[str, Scalar | list[Scalar] | dict[str, Any]] = Field(min_length=1)
 
 
-_STEP_KEYS = (
-    ("send", "<send>"),
-    ("wait_for", "<wait_for>"),
-    ("wait", "<wait>"),
-    ("branch", "<branch>"),
-    ("split", "<split>"),
-    ("update", "<update>"),
+#: `wait_for` before `wait`: a mapping is tagged by the first of these keys it holds
+_step_tag = key_tagger(
+    (
+        ("send", SendStep),
+        ("wait_for", WaitForStep),
+        ("wait", WaitStep),
+        ("branch", BranchStep),
+        ("split", SplitStep),
+        ("update", UpdateStep),
+    )
 )
-
-
-def _step_tag(value: Any) -> str | None:
-    if isinstance(value, BaseModel):
-        return {
-            SendStep: "<send>",
-            WaitStep: "<wait>",
-            WaitForStep: "<wait_for>",
-            BranchStep: "<branch>",
-            SplitStep: "<split>",
-            UpdateStep: "<update>",
-        }.get(type(value))
-    if isinstance(value, dict):
-        for key, tag in _STEP_KEYS:
-            if key in value:
-                return tag
-    return None
 
 
 Step = Annotated[
