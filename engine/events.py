@@ -8,6 +8,7 @@ all record events through here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -121,6 +122,8 @@ def record_events(conn: Connection, rows: Sequence[InternalEvent]) -> int:
     """Record events the product emits, in the caller's transaction; idempotent on message_id."""
     if not rows:
         return 0
+    if conn.dialect.name == "postgresql" and all(r.message_id is not None for r in rows):
+        return _record_keyed_pg(conn, rows)
     event_rows = [
         {
             "customer_id": r.customer_id,
@@ -135,3 +138,59 @@ def record_events(conn: Connection, rows: Sequence[InternalEvent]) -> int:
     stored = insert_events(conn, event_rows)
     fold_summary(conn, stored)
     return len(stored)
+
+
+def _record_keyed_pg(conn: Connection, rows: Sequence[InternalEvent]) -> int:
+    """record_events in one statement on PostgreSQL, for events that all carry a message id (what a
+    worker records for its sends): the rows as arrays, the insert, the summary fold as above."""
+    params = {
+        "customer_id": [r.customer_id for r in rows],
+        "name": [r.name for r in rows],
+        "ts": [r.ts for r in rows],
+        "message_id": [r.message_id for r in rows],
+        "properties": [_JSON.encode(r.properties) for r in rows],
+    }
+    return int(conn.exec_driver_sql(_PG_RECORD_KEYED, params).scalar_one())
+
+
+#: event_summary's fold of new rows (aliased `s`) on PostgreSQL, as upsert_summary does it: first
+#: and last times, counts added, the newest event's id and properties kept
+PG_SUMMARY_FOLD = """ON CONFLICT (customer_id, name) DO UPDATE SET
+    first_at = LEAST(s.first_at, excluded.first_at),
+    last_at = GREATEST(s.last_at, excluded.last_at),
+    count = s.count + excluded.count,
+    last_event_id = CASE WHEN (excluded.last_at, excluded.last_event_id) > (s.last_at, s.last_event_id)
+                         THEN excluded.last_event_id ELSE s.last_event_id END,
+    last_properties = CASE WHEN (excluded.last_at, excluded.last_event_id) > (s.last_at, s.last_event_id)
+                           THEN excluded.last_properties ELSE s.last_properties END"""
+
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+#: insert_events + fold_summary for keyed rows: a message id already stored (or twice in the
+#: batch: the first wins) is skipped, and only the stored rows are folded, newest properties kept
+_PG_RECORD_KEYED = f"""WITH given AS (
+    SELECT DISTINCT ON (g.message_id) g.*
+    FROM unnest(%(customer_id)s::bigint[], %(name)s::text[], %(ts)s::timestamptz[],
+                %(message_id)s::text[], %(properties)s::jsonb[])
+         WITH ORDINALITY AS g (customer_id, name, ts, message_id, properties, ord)
+    ORDER BY g.message_id, g.ord
+), stored AS (
+    INSERT INTO events (customer_id, name, ts, received_at, message_id, properties)
+    SELECT customer_id, name, ts, ts, message_id, properties FROM given ORDER BY ord
+    ON CONFLICT (message_id) DO NOTHING
+    RETURNING id, customer_id, name, ts, properties
+), folded AS (
+    SELECT DISTINCT ON (customer_id, name) customer_id, name,
+           min(ts) OVER w AS first_at, max(ts) OVER w AS last_at, count(*) OVER w AS count,
+           id AS last_event_id, properties AS last_properties
+    FROM stored WINDOW w AS (PARTITION BY customer_id, name)
+    ORDER BY customer_id, name, ts DESC, id DESC
+), summary AS (
+    INSERT INTO event_summary AS s (customer_id, name, first_at, last_at, count, last_event_id,
+                                    last_properties)
+    SELECT customer_id, name, first_at, last_at, count, last_event_id, last_properties FROM folded
+    ORDER BY customer_id, name
+    {PG_SUMMARY_FOLD}
+    RETURNING 1
+)
+SELECT count(*) FROM stored"""

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -30,11 +33,34 @@ def configure(fmt: str = "json", level: int = logging.INFO) -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
+#: the lines held by `held()` in this context, None when lines go out one by one
+_held: ContextVar[list[str] | None] = ContextVar("journey_held_log_lines", default=None)
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """Lines logged inside go out together, in one write, when the block ends (however it ends):
+    a worker logs a group of sends at once instead of making a system call per send."""
+    lines: list[str] = []
+    token = _held.set(lines)
+    try:
+        yield
+    finally:
+        _held.reset(token)
+        if lines:
+            sys.stderr.write("\n".join(lines) + "\n")
+            sys.stderr.flush()
+
+
 class _StderrLogger:
     """Writes to whatever sys.stderr is when a line is logged (not when logging was set up)."""
 
     def msg(self, message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+        lines = _held.get()
+        if lines is None:
+            print(message, file=sys.stderr, flush=True)
+        else:
+            lines.append(message)
 
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
 

@@ -130,18 +130,19 @@ class Deliverer:
                 ledger.end_read()
                 size = max(1, self.group)
                 for start in range(0, len(rows), size):
-                    ready: list[Ready] = []
-                    for row in rows[start : start + size]:
-                        try:
-                            item = self._prepare(ledger, row, facts, now, self.signer, stats)
-                        except Exception as exc:  # one bad send must not stop the batch
-                            failed_alone(ledger, row, exc, now, stats)
-                            item = None
-                        if item is None:
-                            _record_outcome(row, stats.last, now)
-                        else:
-                            ready.append(item)
-                    self._send_group(ledger, ready, facts, now, stats, sent_events)
+                    with logs.held():  # the group's log lines in one write, when it is done
+                        ready: list[Ready] = []
+                        for row in rows[start : start + size]:
+                            try:
+                                item = self._prepare(ledger, row, facts, now, self.signer, stats)
+                            except Exception as exc:  # one bad send must not stop the batch
+                                failed_alone(ledger, row, exc, now, stats)
+                                item = None
+                            if item is None:
+                                _record_outcome(row, stats.last, now)
+                            else:
+                                ready.append(item)
+                        self._send_group(ledger, ready, facts, now, stats, sent_events)
         finally:
             for channel in self.channels.all():
                 channel.close()

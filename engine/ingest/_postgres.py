@@ -26,6 +26,7 @@ import psycopg
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from engine.events import PG_SUMMARY_FOLD
 from engine.ingest.batch import merged_identifies, new_customers
 from engine.ingest.parse import KNOWN_TRAITS, ParsedEvent
 from engine.ingest.referrals import wanted_codes
@@ -115,7 +116,7 @@ ON CONFLICT (external_id) DO UPDATE SET
 #: meanwhile (committed now: ON CONFLICT waited for it); `seen`: those whose earliest activity
 #: moved back (late events), checked again on the row it updates, which a concurrent batch may
 #: have moved back further; then the events, and their fold into event_summary
-_INSERT_EVENTS = """
+_INSERT_EVENTS = f"""
 WITH missing AS MATERIALIZED (
   SELECT n.external_id, n.first_seen_at FROM ingest_new_customers n
   WHERE NOT EXISTS (SELECT 1 FROM ingest_batch b WHERE b.external_id = n.external_id)
@@ -147,18 +148,11 @@ WITH missing AS MATERIALIZED (
   SELECT a.customer_id, a.name, a.first_at, a.last_at, a.cnt, l.id, l.properties
   FROM agg a JOIN latest l ON l.customer_id = a.customer_id AND l.name = a.name
   ORDER BY a.customer_id, a.name
-  ON CONFLICT (customer_id, name) DO UPDATE SET
-    first_at = LEAST(s.first_at, excluded.first_at),
-    last_at = GREATEST(s.last_at, excluded.last_at),
-    count = s.count + excluded.count,
-    last_event_id = CASE WHEN (excluded.last_at, excluded.last_event_id) > (s.last_at, s.last_event_id)
-                         THEN excluded.last_event_id ELSE s.last_event_id END,
-    last_properties = CASE WHEN (excluded.last_at, excluded.last_event_id) > (s.last_at, s.last_event_id)
-                           THEN excluded.last_properties ELSE s.last_properties END
+  {PG_SUMMARY_FOLD}
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM up), (SELECT count(*) FROM seen),
-       (SELECT coalesce(array_agg(message_id), '{}') FROM ins WHERE name = %(opt_out)s AND message_id IS NOT NULL)
+       (SELECT coalesce(array_agg(message_id), '{{}}') FROM ins WHERE name = %(opt_out)s AND message_id IS NOT NULL)
 """
 
 

@@ -6,7 +6,7 @@ import io
 import json
 import random
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +249,45 @@ def test_record_events_updates_the_summary(db: Engine) -> None:
         )
     assert n == 1
     assert summary(db)[0][1] == "email_opened"
+
+
+def test_recorded_events_fold_like_ingested_ones_keyed_or_not(db: Engine) -> None:
+    """A worker's sent events (all keyed: PostgreSQL records them in one statement) and the same
+    events without keys (the general path) leave the same summary: first and last time, count,
+    the latest properties; a key seen before, or twice in a batch, is recorded once."""
+    ingest_events(
+        db, [ident("k", "2026-11-01T10:00:00Z"), ident("p", "2026-11-01T10:00:00Z")], received_at=NOW
+    )
+    k, p = customer(db, "k").id, customer(db, "p").id
+    at = [NOW - timedelta(hours=h) for h in (3, 1, 2)]
+    with db.begin() as conn:
+        first = [InternalEvent(k, "email_sent", at[0], {"send_id": 1}, "email_sent:k1")]
+        assert record_events(conn, first) == 1
+    with db.begin() as conn:
+        batch = [
+            InternalEvent(k, "email_sent", at[0], {"send_id": 1}, "email_sent:k1"),  # seen before
+            InternalEvent(k, "email_sent", at[1], {"send_id": 2, "subject": "Zoé"}, "email_sent:k2"),
+            InternalEvent(k, "email_sent", at[2], {"send_id": 3}, "email_sent:k3"),
+            InternalEvent(k, "email_sent", at[2], {"send_id": 9}, "email_sent:k3"),  # twice: the first
+            InternalEvent(k, "webhook_sent", at[2], {"send_id": 4}, "webhook_sent:k4"),
+        ]
+        assert record_events(conn, batch) == 3
+    with db.begin() as conn:
+        plain = [InternalEvent(p, e.name, e.ts, e.properties) for e in first + batch[1:3] + batch[4:]]
+        assert record_events(conn, plain) == 4
+    rows = {(r[0], r[1]): r[2:] for r in summary(db)}
+    for cid in ("k", "p"):
+        first_at, last_at, count, props = rows[(cid, "email_sent")]
+        assert (first_at, last_at, count) == (at[0], at[1], 3)
+        assert props == {"send_id": 2, "subject": "Zoé"}
+        assert rows[(cid, "webhook_sent")][2:] == (1, {"send_id": 4})
+    with db.connect() as conn:
+        assert (
+            conn.execute(
+                select(func.count()).select_from(events).where(events.c.customer_id == k)
+            ).scalar_one()
+            == 4
+        )
 
 
 def test_ingest_reads_stdin(db: Engine) -> None:

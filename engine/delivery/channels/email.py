@@ -155,9 +155,7 @@ def _pipelined(smtp: smtplib.SMTP, sender: str, recipient: str, raw: bytes) -> d
     together, then the message and its reply; two round trips instead of four. Raises what
     smtplib's `sendmail` raises for the same replies (and leaves the connection as it does)."""
     size = f" SIZE={len(raw)}" if smtp.has_extn("size") else ""
-    smtp.send(
-        f"MAIL FROM:{smtplib.quoteaddr(sender)}{size}\r\nRCPT TO:{smtplib.quoteaddr(recipient)}\r\nDATA\r\n"
-    )
+    smtp.send(f"MAIL FROM:{_angled(sender)}{size}\r\nRCPT TO:{_angled(recipient)}\r\nDATA\r\n")
     mail, rcpt, data = smtp.getreply(), smtp.getreply(), smtp.getreply()
     if data[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):
         smtp.close()  # a server that opened DATA without a sender or recipient: leave without a message
@@ -180,6 +178,13 @@ def _pipelined(smtp: smtplib.SMTP, sender: str, recipient: str, raw: bytes) -> d
 
 
 _LEADING_DOT = re.compile(rb"(?m)^\.")
+#: a bare address (no display name, comment, quotes or brackets): quoteaddr would only bracket it
+_BARE = re.compile(r"[^\s<>()\[\]\\,;:\"@]+@[^\s<>()\[\]\\,;:\"@]+")
+
+
+def _angled(address: str) -> str:
+    """`smtplib.quoteaddr(address)`, without parsing a bare address again for every message."""
+    return f"<{address}>" if _BARE.fullmatch(address) else smtplib.quoteaddr(address)
 
 
 def _reset_or_close(smtp: smtplib.SMTP, code: int) -> None:
