@@ -25,11 +25,13 @@ import sys
 import tempfile
 import time
 import uuid
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -71,6 +73,37 @@ def keep_copy(url: str, pg_admin: str) -> None:
     print(f"kept the ingested database as {name}_ingested (drop it when done)")
 
 
+@contextmanager
+def statement_times(engine: Any, top: int) -> Iterator[list[tuple[float, int, str]]]:
+    """Time every statement run inside the block; the list holds the `top` slowest (seconds, times
+    run, the statement's first line) once the block is done, slowest first (empty for top=0)."""
+    found: list[tuple[float, int, str]] = []
+    if top <= 0:
+        yield found
+        return
+    spent: dict[str, list[float]] = {}
+    started: list[float] = []
+
+    def before(*_args: Any) -> None:
+        started.append(time.perf_counter())
+
+    def after(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        key = " ".join(statement.split())[:160]
+        entry = spent.setdefault(key, [0.0, 0])
+        entry[0] += time.perf_counter() - started.pop()
+        entry[1] += 1
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        yield found
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "after_cursor_execute", after)
+        ranked = sorted(((v[0], int(v[1]), k) for k, v in spent.items()), reverse=True)
+        found.extend(ranked[:top])
+
+
 def run(
     kind: str,
     customers_n: int,
@@ -82,6 +115,7 @@ def run(
     from_db: str | None = None,
     keep_db: bool = False,
     pg_admin: str = PG_ADMIN,
+    statements: int = 0,
 ) -> dict[str, float]:
     workdir = Path(tempfile.mkdtemp(prefix="journey-bench-"))
     url, drop = fresh_database(kind, workdir, template=from_db, pg_admin=pg_admin)
@@ -147,9 +181,15 @@ def run(
                 )
         buf.seek(0)
         ingest_file(engine, buf, name="changes", received_at=end, on_error=lambda _m: None)
-        t = time.perf_counter()
-        inc = run_tick(engine, ruleset, now=end + timedelta(hours=1))
-        figures["incremental_tick_s"] = time.perf_counter() - t
+        with statement_times(engine, statements) as slowest:
+            t = time.perf_counter()
+            inc = run_tick(engine, ruleset, now=end + timedelta(hours=1))
+            figures["incremental_tick_s"] = time.perf_counter() - t
+        if statements:
+            parts = sorted(inc.timings.items(), key=lambda kv: -kv[1])
+            print("incremental tick: " + ", ".join(f"{k} {v:.3f} s" for k, v in parts))
+        for seconds, count, sql in slowest:
+            print(f"  {seconds:8.3f} s  {count:3d}x  {sql}")
         figures["incremental_new_events"] = inc.new_events
         t = time.perf_counter()
         run_tick(engine, ruleset, now=end + timedelta(hours=2))
@@ -200,6 +240,13 @@ def main() -> None:
         help="skip ingest: run the ticks on a copy of a PostgreSQL database kept by --keep-db",
     )
     parser.add_argument(
+        "--statements",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print the N statements of the incremental tick that took longest, with their time",
+    )
+    parser.add_argument(
         "--pg-server",
         choices=["own", "shared"],
         default="own",
@@ -245,6 +292,7 @@ def main() -> None:
                 from_db=args.from_db,
                 keep_db=args.keep_db,
                 pg_admin=pg_admin,
+                statements=args.statements,
             )
             report(kind, f, args.sample, server if kind == "postgresql" else None)
     if not keep:

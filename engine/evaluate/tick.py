@@ -53,6 +53,8 @@ class TickResult:
     #: the first tick on this database: it looked back FIRST_LOOKBACK only
     first: bool = False
     seconds: float = 0.0
+    #: seconds spent per part of the tick: new events, stages, segments, then each rule
+    timings: dict[str, float] = field(default_factory=dict)
     skipped: str | None = None
 
     def summary(self) -> str:
@@ -89,7 +91,21 @@ class TickResult:
             "paused": self.paused,
             "resumed": self.resumed,
             "seconds": round(self.seconds, 4),
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
         } | ({"skipped": self.skipped} if self.skipped else {})
+
+
+class _Clock:
+    """Seconds since the previous lap, into a tick's timings."""
+
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+        self.at = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = now - self.at
+        self.at = now
 
 
 def _committed_seq(engine: Engine, table: Any = events) -> int:
@@ -214,9 +230,13 @@ def evaluate(
         customer_seq=customer_seq,
     )
     result = TickResult(tick_id=tick_id, start=start, now=now, first=prev is None and backfill is None)
+    clock = _Clock(result.timings)
     result.new_events = fill_new_events(conn, w)
+    clock.lap("new events")
     result.stage_changes = stage_mod.recompute(conn, ruleset.stages, w, full=full)
+    clock.lap("stages")
     result.segment_changes = segment_mod.recompute(conn, ruleset.segments, w, full=full)
+    clock.lap("segments")
     default_tz = ruleset.settings.default_timezone
     result.resumed = apply_resumes(conn, now)
     pauses = paused(conn)
@@ -231,9 +251,10 @@ def evaluate(
         result.exited[rule.id] = exits(conn, rule, w)
         if rule.id in pauses:  # enters no one, and its customers stay where they are
             result.paused.append(rule.id)
-            continue
-        result.entered[rule.id] = enroll(conn, rule, w, default_tz=default_tz)
-        result.scheduled[rule.id] = advance(conn, rule, w)["sends"]
+        else:
+            result.entered[rule.id] = enroll(conn, rule, w, default_tz=default_tz)
+            result.scheduled[rule.id] = advance(conn, rule, w)["sends"]
+        clock.lap(f"rule {rule.id}")
     drop_new_events(conn)
     conn.execute(ticks.update().where(ticks.c.id == tick_id).values(finished_at=now, stats=result.as_dict()))
     return result
