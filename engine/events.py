@@ -40,6 +40,10 @@ RESERVED_EVENTS = (
 )
 
 
+#: what a merge of profiles records on the surviving customer (engine.ingest.identity)
+MERGED = "profile_merged"
+
+
 @dataclass(frozen=True)
 class InternalEvent:
     """An event the product itself records (email_sent, survey_answered, …)."""

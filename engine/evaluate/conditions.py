@@ -216,6 +216,22 @@ def compare(
     return result
 
 
+def compare_count(counted: Any, op: str, value: Any) -> ColumnElement[bool]:
+    """`counted OP value` for a count, which is never NULL: written once, where compare() also
+    tests for NULL, which makes the database compute a counting subquery twice."""
+    if op in ("gt", "gte", "lt", "lte") or (op in ("eq", "ne") and isinstance(value, int)):
+        plain = {
+            "gt": counted > value,
+            "gte": counted >= value,
+            "lt": counted < value,
+            "lte": counted <= value,
+            "eq": counted == value,
+            "ne": counted != value,
+        }[op]
+        return and_(plain)
+    return compare(counted, op, value)
+
+
 def _array_contains(ctx: Ctx, json_col: Any, key: str, value: Any) -> ColumnElement[bool]:
     """The JSON value at `key` is an array that holds `value`."""
     if is_postgres(ctx.conn):
@@ -276,7 +292,7 @@ def _event(cond: EventCondition, ctx: Ctx) -> ColumnElement[bool]:
         if not cond.where and cond.count is None:
             return and_(had)
         if not cond.where and since is None and cond.count is not None:
-            return compare(func.coalesce(count, 0), cond.count.op, cond.count.value)
+            return compare_count(func.coalesce(count, 0), cond.count.op, cond.count.value)
     if cond.where:
         filters = _event_filters(cond, ctx, ev, since)
         if cond.count is None:
@@ -287,7 +303,7 @@ def _event(cond: EventCondition, ctx: Ctx) -> ColumnElement[bool]:
                 guard.append(es.c.last_at > since)
             return and_(exists().where(*guard), exists().where(*filters))
         counted = select(func.count()).where(*filters).scalar_subquery()
-        return compare(counted, cond.count.op, cond.count.value)
+        return compare_count(counted, cond.count.op, cond.count.value)
     if cond.count is not None and since is not None:
         counted = (
             select(func.count())
@@ -299,7 +315,7 @@ def _event(cond: EventCondition, ctx: Ctx) -> ColumnElement[bool]:
             )
             .scalar_subquery()
         )
-        return compare(counted, cond.count.op, cond.count.value)
+        return compare_count(counted, cond.count.op, cond.count.value)
     if cond.count is not None:
         op, value = cond.count.op, cond.count.value
         zero = _holds_for_zero(op, value)
@@ -316,7 +332,7 @@ def _event(cond: EventCondition, ctx: Ctx) -> ColumnElement[bool]:
             .where(es.c.customer_id == customers.c.id, es.c.name == cond.event)
             .scalar_subquery()
         )
-        return compare(func.coalesce(stored, 0), op, value)
+        return compare_count(func.coalesce(stored, 0), op, value)
     filters = [es.c.customer_id == customers.c.id, es.c.name == cond.event]
     if since is not None:
         filters.append(es.c.last_at > since)

@@ -49,8 +49,15 @@ from engine.evaluate.conditions import (
     time_thresholds,
     uses_attributes,
 )
-from engine.evaluate.window import Window, new_events
-from engine.rules.conditions import AttributeCondition, EventCondition, StageCondition, segment_names, walk
+from engine.evaluate.window import Window, customers_with_new
+from engine.rules.conditions import (
+    AttributeCondition,
+    EventCondition,
+    StageCondition,
+    event_names,
+    segment_names,
+    walk,
+)
 from engine.rules.model import Segment
 
 _candidates = Table("tick_segment_candidates", MetaData(), Column("id", BigInteger))
@@ -67,7 +74,7 @@ def _candidates_of(segment: Segment, w: Window) -> Any:
     else:
         new_customers = and_(customers.c.id > w.prev_customer_seq, customers.c.id <= w.customer_seq)
     parts: list[Any] = [
-        select(new_events.c.customer_id.label("id")),
+        customers_with_new(event_names(segment.when)),
         select(customers.c.id.label("id")).where(new_customers),
     ]
     for name, seconds in sorted(time_thresholds(segment.when)):

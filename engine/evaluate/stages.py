@@ -32,7 +32,7 @@ from engine.evaluate.conditions import (
     time_thresholds,
     uses_attributes,
 )
-from engine.evaluate.window import Window, new_events
+from engine.evaluate.window import Window, customers_with_new
 from engine.rules.model import Stage
 
 
@@ -58,10 +58,8 @@ def candidates(stages: list[Stage], w: Window, *, full: bool) -> Any:
         new_customers = customers.c.stage.is_(None)
     else:  # new since the previous tick: a range of the primary key (stage is not indexed)
         new_customers = and_(customers.c.id > w.prev_customer_seq, customers.c.id <= w.customer_seq)
-    parts: list[Any] = [
-        select(new_events.c.customer_id.label("id")),
-        select(customers.c.id.label("id")).where(new_customers),
-    ]
+    names = set().union(*(event_names(s.when) for s in stages if s.when is not None))
+    parts: list[Any] = [customers_with_new(names), select(customers.c.id.label("id")).where(new_customers)]
     thresholds: set[tuple[str, float]] = set()
     for s in stages:
         if s.when is not None:

@@ -65,10 +65,12 @@ def trigger_select(conn: Connection, rule: Rule, w: Window, *, default_tz: str =
             new_events.c.ts > oldest,
             customers.c.id == new_events.c.customer_id,
         ]
-        if t.where:
+        if t.where:  # the new event's row, read once for all of its properties
             ctx = Ctx(conn=conn, now=w.now)
-            props = select(events.c.properties).where(events.c.id == new_events.c.id).scalar_subquery()
-            filters += property_filter(t.where, ctx, props=props)
+            filters += [
+                events.c.id == new_events.c.id,
+                *property_filter(t.where, ctx, props=events.c.properties),
+            ]
         return [
             select(
                 new_events.c.customer_id.label("customer_id"),
@@ -277,13 +279,16 @@ def enroll(conn: Connection, rule: Rule, w: Window, *, default_tz: str = "UTC") 
             ):
                 # Only an event trigger, or an inactivity with `match` (one per cart), can give a
                 # customer several occurrences in one SELECT (the others read one summary row,
-                # one stage change, one fire time per customer). The correlated min() re-runs the trigger query per row: over the
-                # few new events that is cheap, over an inactivity window it was quadratic.
-                base2 = base.alias("occ2")
-                first_occ = select(func.min(base2.c.occurrence)).where(
-                    base2.c.customer_id == base.c.customer_id
+                # one stage change, one fire time per customer): each customer's first, numbered
+                # in one pass (a correlated min() ran the trigger query again for every row).
+                rank = (
+                    func.row_number()
+                    .over(partition_by=base.c.customer_id, order_by=base.c.occurrence)
+                    .label("rank")
                 )
-                query = query.where(base.c.occurrence == first_occ.scalar_subquery())
+                ranked = select(base, rank).subquery("ranked")
+                base = select(*(ranked.c[c.name] for c in base.c)).where(ranked.c.rank == 1).subquery("first")
+                query = select(base)
             query = query.where(
                 ~exists().where(
                     earlier.c.rule_id == rule.id,

@@ -14,14 +14,17 @@ holding a year of history copies a day of it, not all of it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, Column, Connection, MetaData, String, Table, and_, or_, select, text
 
 from engine.db import is_postgres
 from engine.db.schema import events
 from engine.db.types import UTCDateTime
+from engine.events import MERGED
 
 _temp = MetaData()
 new_events = Table(
@@ -90,6 +93,14 @@ def fill_new_events(conn: Connection, w: Window) -> int:
         conn.execute(text("ANALYZE tick_new_events"))
     count = conn.execute(select(text("count(*)")).select_from(new_events)).scalar()
     return int(count or 0)
+
+
+def customers_with_new(names: Iterable[str]) -> Any:
+    """The customers with a new event of one of `names` (those a condition reads), or merged into
+    (their summary now holds the merged profile's events): the candidates a recomputation needs
+    for new events, as SELECT id."""
+    wanted = sorted({*names, MERGED})
+    return select(new_events.c.customer_id.label("id")).where(new_events.c.name.in_(wanted))
 
 
 def drop_new_events(conn: Connection) -> None:

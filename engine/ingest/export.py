@@ -82,7 +82,7 @@ def export_events(
     events with `since <= timestamp < until`, of the customers named (all by default), each
     customer's identify before their first event; events named in `leave_out` are not read.
     Merges are `alias` calls, in place of their `profile_merged` events."""
-    from engine.ingest.identity import MERGED
+    from engine.events import MERGED
 
     leave_out = [*leave_out, MERGED]
     in_range = [events.c.ts >= since] if since is not None else []

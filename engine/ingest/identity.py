@@ -29,10 +29,8 @@ from engine.db.schema import (
     stage_history,
     unsubscribes,
 )
-from engine.events import InternalEvent, record_events, upsert_summary
+from engine.events import MERGED, InternalEvent, record_events, upsert_summary
 from engine.ingest.parse import KNOWN_TRAITS, ParsedEvent
-
-MERGED = "profile_merged"
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,6 +141,23 @@ def test_an_anonymous_visitors_browse_and_cart_reach_them_once_they_sign_up(cli:
     assert status == 0 and out.startswith("visitor-9 was merged into customer ada")
 
 
+def test_a_known_customer_takes_the_stage_of_the_visitor_merged_into_them(cli: Env) -> None:
+    """A merge is the only news about the customer (an alias call, no event of a stage's): the next
+    tick still recomputes their stage, from the events the visitor brought."""
+    known = {"type": "identify", "userId": "bo", "messageId": "i-1", "timestamp": iso(T0 - 60 * M)}
+    ingest(cli, "known.jsonl", {**known, "traits": {"email": "bo@example.com"}})
+    assert run(cli, "tick", "--now", iso(T0 - 50 * M))[0] == 0
+    ingest(cli, "visit.jsonl", VIEW, CART)
+    assert run(cli, "tick", "--now", iso(T0 + 10 * M))[0] == 0
+    status, out, _ = run(cli, "explain", "bo", "--now", iso(T0 + 10 * M))
+    assert status == 0 and "stage awareness" in out
+    alias = {"type": "alias", "userId": "bo", "previousId": "visitor-9", "messageId": "a-1"}
+    ingest(cli, "alias.jsonl", {**alias, "timestamp": iso(T0 + 20 * M)})
+    assert run(cli, "tick", "--now", iso(T0 + 25 * M))[0] == 0
+    status, out, _ = run(cli, "explain", "bo", "--now", iso(T0 + 25 * M))
+    assert status == 0 and "stage decision" in out
+
+
 # -- order independence -------------------------------------------------------------------------
 
 USERS = ("u1", "u2")
