@@ -20,7 +20,7 @@ from engine.evaluate.conditions import Ctx, compile_condition
 from engine.evaluate.waits import wait_for
 from engine.evaluate.window import Window
 from engine.rules.model import BranchStep, Rule, SendStep, SplitStep, UpdateStep, WaitForStep, WaitStep
-from engine.rules.walk import first_of, next_path, positions, step_at
+from engine.rules.walk import first_of, next_path, past_waits, positions, step_at
 
 e = enrollments
 
@@ -29,6 +29,16 @@ def _moved(target: str | None) -> dict[str, Any]:
     if target is None:
         return {"position": None, "status": "done"}
     return {"position": target}
+
+
+def _moved_on(conn: Connection, rule: Rule, after: str | None) -> dict[str, Any]:
+    """Moved to `after`, and through the plain waits there: what the wait's own statement would
+    do to these rows later in the same pass (their due_at has come), one statement earlier."""
+    target, seconds = past_waits(rule, after)
+    values = _moved(target)
+    if seconds:
+        values["due_at"] = add_seconds(conn, e.c.due_at, seconds)
+    return values
 
 
 def advance(conn: Connection, rule: Rule, w: Window) -> dict[str, int]:
@@ -73,7 +83,7 @@ def advance(conn: Connection, rule: Rule, w: Window) -> dict[str, int]:
                 ).where(here),
             )
             stats["sends"] += conn.execute(ins).rowcount or 0
-            n = conn.execute(e.update().where(here).values(**_moved(after))).rowcount
+            n = conn.execute(e.update().where(here).values(**_moved_on(conn, rule, after))).rowcount
         elif isinstance(step, WaitStep):
             values = _moved(after)
             values["due_at"] = add_seconds(conn, e.c.due_at, step.wait.total_seconds())
@@ -105,7 +115,7 @@ def advance(conn: Connection, rule: Rule, w: Window) -> dict[str, int]:
                 .where(customers.c.id.in_(select(e.c.customer_id).where(here)))
                 .values(attributes=json_merge(conn, customers.c.attributes, patch))
             )
-            n = conn.execute(e.update().where(here).values(**_moved(after))).rowcount
+            n = conn.execute(e.update().where(here).values(**_moved_on(conn, rule, after))).rowcount
         else:  # pragma: no cover - the model admits no other step
             raise TypeError(step)
         stats["steps"] += n or 0

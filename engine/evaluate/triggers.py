@@ -41,7 +41,7 @@ from engine.rules.triggers import (
     SegmentExitedTrigger,
     StageTrigger,
 )
-from engine.rules.walk import first_of
+from engine.rules.walk import first_of, past_waits
 
 #: an event trigger fires for a late event at most this long after it happened
 LATE_LIMIT = timedelta(hours=24)
@@ -264,7 +264,8 @@ def enroll(conn: Connection, rule: Rule, w: Window, *, default_tz: str = "UTC") 
     """Insert this window's trigger occurrences that pass the rule's conditions and reentry."""
     ctx = Ctx(conn=conn, now=w.now, topic=rule.opt_out_topics())
     conditions = compile_all(list(rule.conditions), ctx)
-    first = first_of(rule, None, None)
+    # an enrollment starts past the rule's first waits, if it begins with some
+    first, waits = past_waits(rule, first_of(rule, None, None))
     bucket = (cast(customers.c.salt, BigInteger) + rule_hash(rule.id)) % 10000
     total = 0
     for trig in trigger_select(conn, rule, w, default_tz=default_tz):
@@ -319,7 +320,7 @@ def enroll(conn: Connection, rule: Rule, w: Window, *, default_tz: str = "UTC") 
                 sub.c.entered_at,
                 _ts(w.now),
                 literal(first),
-                sub.c.entered_at,
+                add_seconds(conn, sub.c.entered_at, waits) if waits else sub.c.entered_at,
                 literal("active" if first is not None else "done"),
                 select(bucket).where(customers.c.id == sub.c.customer_id).scalar_subquery(),
             ).where(true()),  # SQLite needs a WHERE before ON CONFLICT in INSERT … SELECT

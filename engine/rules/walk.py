@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, TypedDict
 
 from engine.rules.conditions import walk as walk_condition
-from engine.rules.model import BranchStep, Rule, SendStep, SplitStep, Step, WaitForStep
+from engine.rules.model import BranchStep, Rule, SendStep, SplitStep, Step, WaitForStep, WaitStep
 from engine.rules.triggers import ScheduleTrigger
 
 
@@ -142,3 +142,17 @@ def next_path(rule: Rule, path: str) -> str | None:
             return None
         parts = parent.split(".")
     return None
+
+
+def past_waits(rule: Rule, path: str | None) -> tuple[str | None, float]:
+    """Where an enrollment arriving at `path` stands once the plain `wait` steps from there on are
+    counted in: the first step that is not one (None: the end), and the waits' total seconds. A
+    tick moves an enrollment through a send and the wait after it in one statement."""
+    seconds = 0.0
+    while path is not None:
+        step = step_at(rule, path)
+        if not isinstance(step, WaitStep):
+            break
+        seconds += step.wait.total_seconds()
+        path = next_path(rule, path)
+    return path, seconds
