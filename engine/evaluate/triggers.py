@@ -266,9 +266,12 @@ def enroll(conn: Connection, rule: Rule, w: Window, *, default_tz: str = "UTC") 
     conditions = compile_all(list(rule.conditions), ctx)
     # an enrollment starts past the rule's first waits, if it begins with some
     first, waits = past_waits(rule, first_of(rule, None, None))
-    bucket = (cast(customers.c.salt, BigInteger) + rule_hash(rule.id)) % 10000
     total = 0
     for trig in trigger_select(conn, rule, w, default_tz=default_tz):
+        # the customer's salt (for the split bucket) from the row the trigger already joined
+        joined = any(f is customers for f in trig.get_final_froms())
+        if joined:
+            trig = trig.add_columns(customers.c.salt.label("salt"))
         base = trig.where(conditions).subquery("occ")
         query: Select[Any] = select(base)
         if rule.reentry is not None:
@@ -322,11 +325,20 @@ def enroll(conn: Connection, rule: Rule, w: Window, *, default_tz: str = "UTC") 
                 literal(first),
                 add_seconds(conn, sub.c.entered_at, waits) if waits else sub.c.entered_at,
                 literal("active" if first is not None else "done"),
-                select(bucket).where(customers.c.id == sub.c.customer_id).scalar_subquery(),
+                _bucket(rule, sub.c.salt if joined else _salt_of(sub.c.customer_id)),
             ).where(true()),  # SQLite needs a WHERE before ON CONFLICT in INSERT … SELECT
         )
         total += conn.execute(ins).rowcount or 0
     return total
+
+
+def _bucket(rule: Rule, salt: Any) -> Any:
+    """The enrollment's bucket (0-9999), fixed per customer and rule: what a split divides."""
+    return (cast(salt, BigInteger) + rule_hash(rule.id)) % 10000
+
+
+def _salt_of(customer_id: Any) -> Any:
+    return select(customers.c.salt).where(customers.c.id == customer_id).scalar_subquery()
 
 
 def exits(conn: Connection, rule: Rule, w: Window) -> int:
