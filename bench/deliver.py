@@ -311,7 +311,9 @@ def wait(what: str, done: Any, log: Path, stall: float = 120.0) -> None:
             )
 
 
-def workers(settings: Settings, count: int, rules_dir: Path, log: Path) -> list[subprocess.Popen[bytes]]:
+def workers(
+    settings: Settings, count: int, rules_dir: Path, log: Path, concurrency: int = 1
+) -> list[subprocess.Popen[bytes]]:
     env = {
         **os.environ,
         "JOURNEY_DATABASE_URL": settings.database_url,
@@ -334,7 +336,7 @@ def workers(settings: Settings, count: int, rules_dir: Path, log: Path) -> list[
                 "-Q",
                 "email",
                 "--concurrency",
-                "1",
+                str(concurrency),
                 "--loglevel",
                 "ERROR",
                 "-n",
@@ -359,6 +361,9 @@ def main() -> None:
     parser.add_argument("--sends", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=200, help="send ids per task")
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="pool processes per worker (celery worker -c)"
+    )
     parser.add_argument("--aiosmtpd", action="store_true", help="use aiosmtpd even when smtp-sink is there")
     args = parser.parse_args()
     import redis
@@ -390,12 +395,12 @@ def main() -> None:
                 last = int(conn.execute(select(func.max(sends.c.id))).scalar_one())
             sample = sample_message(engine, settings, last, now)
             log = rules_dir / "workers.log"
-            procs = workers(settings, args.workers, rules_dir, log)
+            procs = workers(settings, args.workers, rules_dir, log, args.concurrency)
             from workers.app import make_app
 
             app = make_app(settings)
             r = redis.Redis.from_url(BROKER)
-            for _ in range(4 * args.workers):  # warm up: every worker started and connected
+            for _ in range(4 * args.workers * args.concurrency):  # warm up: every process connected
                 app.send_task("bench.noop", args=[[0]], queue="email")
             wait("warm-up", lambda: r.llen("email"), log)
 
@@ -444,7 +449,7 @@ def main() -> None:
         print(f"SMTP server         : {sink_name}")
         print(
             f"end-to-end delivery : {e2e_rate:>10,.0f} sends/s ({args.sends:,} emails of {len(sample):,} bytes, "
-            f"{args.workers} workers, {args.batch} ids per task)"
+            f"{args.workers} workers x {args.concurrency} processes, {args.batch} ids per task)"
         )
         print(f"no-op Celery tasks  : {noop_rate:>10,.0f} tasks/s (one task per message, same workers)")
         print(f"ratio               : {e2e_rate / noop_rate:>10.1f} x")
