@@ -210,9 +210,21 @@ sends = Table(
     UniqueConstraint("rule_id", "step", "customer_id", "occurrence"),
     Index("ix_sends_status_due", "status", "due_at"),
     Index("ix_sends_customer_sent", "customer_id", "sent_at"),
-    #: delivery feedback finds a send by the Message-ID it went out with
-    Index("ix_sends_message_id", "message_id"),
-    Index("ix_sends_failed_at", "failed_at"),
+    #: delivery feedback finds a send by the Message-ID it went out with; `journey health` the
+    #: last hour's failures. Only rows where they are set (migration 0016): a send is written three
+    #: times before it has either
+    Index(
+        "ix_sends_message_id",
+        "message_id",
+        postgresql_where=text("message_id IS NOT NULL"),
+        sqlite_where=text("message_id IS NOT NULL"),
+    ),
+    Index(
+        "ix_sends_failed_at",
+        "failed_at",
+        postgresql_where=text("failed_at IS NOT NULL"),
+        sqlite_where=text("failed_at IS NOT NULL"),
+    ),
 )
 
 #: addresses that get no email (CONTRACT 10), one row per address with its strongest reason:

@@ -28,7 +28,7 @@ def test_downgrade_to_the_first_revision_and_back(db: Engine) -> None:
     upgrade(db, "0001")
     assert current_revision(db) == "0001"
     upgrade(db)
-    assert current_revision(db) == "0015"
+    assert current_revision(db) == "0016"
 
 
 def test_customers_keep_room_for_in_place_updates_and_stage_is_not_indexed(db: Engine) -> None:
@@ -79,3 +79,22 @@ def test_a_plain_api_key_stored_before_is_replaced_by_its_hash_and_keeps_working
     upgrade(db, "0013")  # going down leaves the hash (a hash cannot become its key again)
     upgrade(db)
     assert stored_api_key_hash(db) == key_hash("the-old-plain-key")
+
+
+def test_sends_index_message_id_and_failed_at_only_where_they_are_set(db: Engine) -> None:
+    """A send is written three times before it has a Message-ID or a failure: none of those
+    writes may add entries to these two indexes (migration 0016)."""
+    with db.connect() as conn:
+        if db.dialect.name == "postgresql":
+            rows = conn.execute(
+                text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'sends'")
+            ).all()
+        else:
+            rows = conn.execute(
+                text("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'sends'")
+            ).all()
+    found = {name: " ".join(str(sql).split()) for name, sql in rows}
+    assert (
+        "WHERE" in found["ix_sends_message_id"] and "message_id IS NOT NULL" in found["ix_sends_message_id"]
+    )
+    assert "WHERE" in found["ix_sends_failed_at"] and "failed_at IS NOT NULL" in found["ix_sends_failed_at"]

@@ -1,7 +1,7 @@
 """The generated API key is stored as its hash: a plain key already stored is replaced by it
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-11-24
 """
 
