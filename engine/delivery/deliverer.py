@@ -165,10 +165,13 @@ class Deliverer:
             return
         verdicts = ledger.look([item.looked() for item in ready])
         looked = self.clock()
+        announce = getattr(self.channels.email, "announce", None)
         for n, item in enumerate(ready):
             if n and self.clock() - looked > LOOK_MAX_AGE:
                 verdicts = ledger.look([later.looked() for later in ready[n:]])
                 looked = self.clock()
+            if announce is not None and item.msg is not None:
+                announce(_following(ready, n, verdicts, facts, self.ruleset.settings.frequency_cap))
             row = item.row
             try:
                 event = self._send(ledger, item, verdicts.get(row.id), facts, now, stats)
@@ -311,6 +314,22 @@ class Deliverer:
             row.id, SendStatus.DUE, due_at=now + backoff(row.attempts), error=error, reason=Reason.RETRY
         )
         stats.count(Outcome.RETRIED, Reason.TRANSIENT)
+
+
+def _following(
+    ready: list[Ready], n: int, verdicts: dict[int, str | None], facts: BatchFacts, cap: Any
+) -> Any:
+    """The email to announce while `ready[n]` goes: the next one, when as things stand it will
+    go right after (its look found nothing, and `ready[n]`, another customer's, cannot bring it
+    to the cap). An announced email that does not go after all is withdrawn by the channel."""
+    if n + 1 >= len(ready):
+        return None
+    item, after = ready[n], ready[n + 1]
+    if after.msg is None or verdicts.get(after.row.id) is not None:
+        return None
+    if after.row.customer_id == item.row.customer_id or capped(after.row, facts, cap):
+        return None
+    return after.msg
 
 
 def _record_outcome(row: SendRow, outcome: tuple[Outcome, Reason | None], now: datetime) -> None:

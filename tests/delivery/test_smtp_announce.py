@@ -1,0 +1,99 @@
+"""One round trip per message: the next message's envelope goes with the end of the previous
+one's data (RFC 2920's own example), and a message announced that does not go is withdrawn
+without ever reaching the server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from engine.delivery.channels.email import SmtpEmailChannel, email_channel
+from engine.errors import DeliveryError
+from tests.delivery.test_channels import email
+from tests.support.smtp import PipeliningRecorder, serving
+
+
+class Server(PipeliningRecorder):
+    """Offers PIPELINING; records each message's connection; refuses the DATA of chosen recipients."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sessions: list[int] = []
+        self.refuse_data: set[str] = set()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if set(envelope.rcpt_tos) & self.refuse_data:
+            return "554 5.7.1 Message rejected as spam"
+        self.sessions.append(id(session))
+        return await super().handle_DATA(server, session, envelope)
+
+    def received(self) -> list[str]:
+        return [str(m["To"]).split("<")[1].rstrip(">") for m in self.messages]
+
+
+def channel(port: int) -> SmtpEmailChannel:
+    made = email_channel(f"smtp://127.0.0.1:{port}")
+    assert isinstance(made, SmtpEmailChannel)
+    return made
+
+
+def test_announced_messages_arrive_whole_in_order_over_one_connection() -> None:
+    with serving(Server()) as (server, port):
+        smtp = channel(port)
+        mails = [email(f"c{n}@example.com", occurrence=n) for n in range(4)]
+        for n, msg in enumerate(mails):
+            smtp.announce(mails[n + 1] if n + 1 < len(mails) else None)
+            assert smtp.send(msg).startswith("250")
+        smtp.close()
+    assert server.received() == [f"c{n}@example.com" for n in range(4)]
+    assert len(set(server.sessions)) == 1
+    assert all(m.get_payload(0).get_payload(decode=True) == b"Hello Ada" for m in server.messages)
+
+
+def test_an_announced_message_that_does_not_go_never_reaches_the_server() -> None:
+    with serving(Server()) as (server, port):
+        smtp = channel(port)
+        a, b, c = (email(f"{x}@example.com", occurrence=n) for n, x in enumerate("abc"))
+        smtp.announce(b)
+        smtp.send(a)
+        smtp.send(c)  # b was vetoed (an unsubscribe came in): withdrawn, c goes on a new connection
+        smtp.announce(b)
+        smtp.send(a)
+        smtp.close()  # the batch ends with b announced: withdrawn too
+    assert server.received() == ["a@example.com", "c@example.com", "a@example.com"]
+    assert len(set(server.sessions)) == 2
+
+
+def test_an_announced_recipient_refused_is_that_message_s_error_alone() -> None:
+    with serving(Server()) as (server, port):
+        server.answers["gone@example.com"] = ["550 5.1.1 No such user"]
+        smtp = channel(port)
+        a, gone, c = (
+            email("a@example.com"),
+            email("gone@example.com", occurrence=2),
+            email("c@example.com", occurrence=3),
+        )
+        smtp.announce(gone)
+        smtp.send(a)
+        smtp.announce(c)
+        with pytest.raises(DeliveryError, match="550 5.1.1 No such user") as refused:
+            smtp.send(gone)
+        smtp.send(c)
+        smtp.close()
+    assert refused.value.permanent
+    assert server.received() == ["a@example.com", "c@example.com"]
+
+
+def test_a_refused_message_withdraws_the_one_announced_behind_it_which_still_goes_later() -> None:
+    with serving(Server()) as (server, port):
+        server.refuse_data.add("spam@example.com")
+        smtp = channel(port)
+        spam, b = email("spam@example.com"), email("b@example.com", occurrence=2)
+        smtp.announce(b)
+        with pytest.raises(DeliveryError, match="554 5.7.1") as refused:
+            smtp.send(spam)
+        assert smtp.send(b).startswith("250")
+        smtp.close()
+    assert refused.value.permanent
+    assert server.received() == ["b@example.com"]
