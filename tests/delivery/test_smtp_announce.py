@@ -4,6 +4,7 @@ without ever reaching the server."""
 
 from __future__ import annotations
 
+from email.message import Message
 from typing import Any
 
 import pytest
@@ -32,6 +33,12 @@ class Server(PipeliningRecorder):
         return [str(m["To"]).split("<")[1].rstrip(">") for m in self.messages]
 
 
+def plain_text(msg: Message) -> Any:
+    part = msg.get_payload(0)
+    assert isinstance(part, Message)
+    return part.get_payload(decode=True)
+
+
 def channel(port: int) -> SmtpEmailChannel:
     made = email_channel(f"smtp://127.0.0.1:{port}")
     assert isinstance(made, SmtpEmailChannel)
@@ -48,7 +55,7 @@ def test_announced_messages_arrive_whole_in_order_over_one_connection() -> None:
         smtp.close()
     assert server.received() == [f"c{n}@example.com" for n in range(4)]
     assert len(set(server.sessions)) == 1
-    assert all(m.get_payload(0).get_payload(decode=True) == b"Hello Ada" for m in server.messages)
+    assert all(plain_text(m) == b"Hello Ada" for m in server.messages)
 
 
 def test_an_announced_message_that_does_not_go_never_reaches_the_server() -> None:
