@@ -229,13 +229,27 @@ def sample_message(engine: Any, settings: Settings, send_id: int, now: datetime)
     return bytes(stub.messages[0].raw)
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of these processes and their children (the pool processes)."""
+def postgres_pids() -> list[int]:
+    """The machine's PostgreSQL server processes (the bench's database runs on a local server)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if stat.read_text().strip() == "postgres":
+                found.append(int(stat.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def cpu_seconds(pids: list[int], *, children: bool = True) -> float:
+    """User + system CPU seconds of these processes, and of their children (the pool processes)
+    unless `children` is False (the PostgreSQL processes, which are all listed already)."""
     total = 0.0
     tick = os.sysconf("SC_CLK_TCK")
     for pid in pids:
         out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-        for p in [pid, *(int(c) for c in out.stdout.split())]:
+        kids = [int(c) for c in out.stdout.split()] if children else []
+        for p in [pid, *kids]:
             try:
                 fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
@@ -422,6 +436,7 @@ def main() -> None:
 
             before = server.count()
             cpu = cpu_seconds([p.pid for p in procs])
+            pg_cpu = cpu_seconds(postgres_pids(), children=False)
             t = time.perf_counter()
             dispatch_due(
                 engine,
@@ -437,6 +452,7 @@ def main() -> None:
             wait("delivery", unsent, log)
             e2e_rate = args.sends / (time.perf_counter() - t)
             e2e_cpu = cpu_seconds([p.pid for p in procs]) - cpu
+            e2e_pg_cpu = cpu_seconds(postgres_pids(), children=False) - pg_cpu
             received = server.count() - before
             assert received == args.sends, (received, args.sends)  # none lost, none twice
             for p in procs:  # the capacity clients get the cores the workers had
@@ -456,6 +472,9 @@ def main() -> None:
         print(
             f"worker CPU          : {1e6 * e2e_cpu / args.sends:>10,.0f} us per message delivered "
             f"({1e6 * noop_cpu / args.sends:,.0f} us per no-op task)"
+        )
+        print(
+            f"PostgreSQL CPU      : {1e6 * e2e_pg_cpu / args.sends:>10,.0f} us per message delivered (its server processes)"
         )
         print(
             f"SMTP sink alone     : {capacity:>10,.0f} msgs/s ({args.workers} clients sending a pre-built copy "
