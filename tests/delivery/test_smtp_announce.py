@@ -104,3 +104,17 @@ def test_a_refused_message_withdraws_the_one_announced_behind_it_which_still_goe
         smtp.close()
     assert refused.value.permanent
     assert server.received() == ["b@example.com"]
+
+
+def test_pipelining_can_be_turned_off_for_a_relay_that_mishandles_it() -> None:
+    with serving(Server()) as (server, port):
+        smtp = email_channel(f"smtp://127.0.0.1:{port}?pipelining=0")
+        assert isinstance(smtp, SmtpEmailChannel) and smtp.pipelining is False
+        a, b = email("a@example.com"), email("b@example.com", occurrence=2)
+        smtp.announce(b)
+        smtp.send(a)
+        assert smtp._pipelining is False and smtp._announced is None  # plain SMTP, nothing announced
+        smtp.send(b)
+        smtp.close()
+    assert server.received() == ["a@example.com", "b@example.com"]
+    assert email_channel(f"smtp://127.0.0.1:{port}").pipelining is True  # type: ignore[union-attr]

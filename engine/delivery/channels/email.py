@@ -56,11 +56,15 @@ class SmtpEmailChannel:
         tls: bool,
         starttls: bool,
         timeout: float = 30.0,
+        pipelining: bool = True,
     ) -> None:
         self.host, self.port = host, port
         self.user, self.password = user, password
         self.tls, self.starttls = tls, starttls
         self.timeout = timeout
+        #: False (`?pipelining=0`): never pipeline, even to a server that offers it (a relay that
+        #: advertises PIPELINING and mishandles it)
+        self.pipelining = pipelining
         self._smtp: smtplib.SMTP | None = None
         #: whether this connection's server offers PIPELINING (RFC 2920); None until asked
         self._pipelining: bool | None = None
@@ -162,7 +166,7 @@ class SmtpEmailChannel:
                 options = self._options(msg)
                 if self._pipelining is None:
                     self._smtp.ehlo_or_helo_if_needed()
-                    self._pipelining = self._smtp.has_extn("pipelining")
+                    self._pipelining = self.pipelining and self._smtp.has_extn("pipelining")
                 if self._pipelining and not options:
                     refused = self._pipelined(msg, following)
                 else:
@@ -274,6 +278,7 @@ def email_channel(url: str) -> FileEmailChannel | SmtpEmailChannel:
     if parts.scheme in ("smtp", "smtps"):
         query = parse_qs(parts.query)
         starttls = query.get("starttls", ["0"])[0].lower() in ("1", "true", "yes")
+        pipelining = query.get("pipelining", ["1"])[0].lower() not in ("0", "false", "no")
         return SmtpEmailChannel(
             parts.hostname or "localhost",
             parts.port or (465 if parts.scheme == "smtps" else 25),
@@ -281,5 +286,6 @@ def email_channel(url: str) -> FileEmailChannel | SmtpEmailChannel:
             password=unquote(parts.password) if parts.password else None,
             tls=parts.scheme == "smtps",
             starttls=starttls,
+            pipelining=pipelining,
         )
     raise ConfigError(f"JOURNEY_EMAIL_URL {url!r}: use smtp://host:port, smtps://…, or file://DIR")
