@@ -117,19 +117,16 @@ def retry(
 ) -> int:
     """Failed, stuck or failing sends chosen by id, rule or reason: due now, with fresh attempts.
     Policies (unsubscribes, caps, quiet hours) are checked again when they go. Returns how many."""
-    with engine.begin() as conn:
-        return conn.execute(
-            update(sends)
-            .where(_chosen(ids, rule, reason), _in_trouble(now))
-            .values(
-                status=SendStatus.DUE,
-                due_at=now,
-                attempts=0,
-                lease_until=None,
-                failed_at=None,
-                reason=None,
-            )
-        ).rowcount
+    return _set(
+        engine,
+        and_(_chosen(ids, rule, reason), _in_trouble(now)),
+        status=SendStatus.DUE,
+        due_at=now,
+        attempts=0,
+        lease_until=None,
+        failed_at=None,
+        reason=None,
+    )
 
 
 def cancel(
@@ -142,9 +139,11 @@ def cancel(
 ) -> int:
     """Failed, stuck, failing or due sends chosen by id, rule or reason: cancelled (reason
     `manual`), never sent. Returns how many."""
+    chosen = and_(_chosen(ids, rule, reason), or_(_in_trouble(now), sends.c.status == SendStatus.DUE))
+    return _set(engine, chosen, status=SendStatus.CANCELLED, lease_until=None, reason=Reason.MANUAL)
+
+
+def _set(engine: Engine, chosen: Any, **values: Any) -> int:
+    """Set `values` on the chosen sends, in one statement; returns how many."""
     with engine.begin() as conn:
-        return conn.execute(
-            update(sends)
-            .where(_chosen(ids, rule, reason), or_(_in_trouble(now), sends.c.status == SendStatus.DUE))
-            .values(status=SendStatus.CANCELLED, lease_until=None, reason=Reason.MANUAL)
-        ).rowcount
+        return int(conn.execute(update(sends).where(chosen).values(**values)).rowcount or 0)
