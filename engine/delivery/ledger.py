@@ -181,25 +181,33 @@ class _PostgresLedger(Ledger):
             if self._second is None:
                 self._second = self._connect()
             conn = self._second
-        pgconn = conn.connection.driver_connection.pgconn  # type: ignore[union-attr]
-        values = (sent_at.isoformat(), subject, response, message_id, str(send_id))
-        pgconn.send_query_params(PG_MARK_ONE, [v.encode() for v in values])
+        pgconn = _prepared(conn)
+        values = [v.encode() for v in (sent_at.isoformat(), subject, response, message_id, str(send_id))]
+        pgconn.send_query_prepared(PG_MARK_NAME, values)
         pending = list(self._pending)
-        pending[turn] = pgconn
+        pending[turn] = (pgconn, values)
         self._pending = (pending[0], pending[1])
 
     def _settle(self, turn: int) -> None:
         """Read the answer of a pipelined mark; a mark the server refused is an error here."""
-        pgconn = self._pending[turn]
-        if pgconn is None:
+        pending = self._pending[turn]
+        if pending is None:
             return
         self._pending = (None, self._pending[1]) if turn == 0 else (self._pending[0], None)
         from psycopg import pq
 
-        failed = None
+        pgconn, values = pending
+        results = []
         while (result := pgconn.get_result()) is not None:
-            if result.status != pq.ExecStatus.COMMAND_OK:
-                failed = (result.error_message or b"").decode(errors="replace")
+            results.append(result)
+        if [r.error_field(pq.DiagnosticField.SQLSTATE) for r in results] == [b"26000"]:
+            # the session lost the prepared mark (a DISCARD behind the pool's back): again, at once
+            pgconn.prepare(PG_MARK_NAME, PG_MARK_ONE)
+            results = [pgconn.exec_prepared(PG_MARK_NAME, values)]
+        failed = next(
+            ((r.error_message or b"").decode(errors="replace") for r in results if r.status != pq.ExecStatus.COMMAND_OK),
+            None,
+        )
         if failed is not None or pgconn.status != pq.ConnStatus.OK:
             raise OSError(
                 f"a 'sent' mark was not written: {failed or 'the connection to the database dropped'}"
@@ -248,6 +256,22 @@ class _SqliteLedger(Ledger):
         )
         self.end_read()
         return look_verdicts(items, rows)
+
+
+def _prepared(conn: Connection) -> Any:
+    """The connection's libpq handle, with the 'sent' mark prepared on it (once per database
+    session: the statement is parsed and planned once, not for every message)."""
+    info = conn.connection.info
+    pgconn = conn.connection.driver_connection.pgconn  # type: ignore[union-attr]
+    if info.get(PG_MARK_NAME) is not pgconn:
+        from psycopg import pq
+
+        result = pgconn.prepare(PG_MARK_NAME, PG_MARK_ONE)
+        duplicate = result.error_field(pq.DiagnosticField.SQLSTATE) == b"42P05"  # prepared already
+        if result.status != pq.ExecStatus.COMMAND_OK and not duplicate:
+            raise OSError(f"the 'sent' mark could not be prepared: {(result.error_message or b'').decode()}")
+        info[PG_MARK_NAME] = pgconn
+    return pgconn
 
 
 def _columns(marks: list[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -319,6 +343,8 @@ FROM unnest(%(mark_id)s::bigint[], %(mark_sent_at)s::timestamptz[], %(mark_subje
      AS m (id, sent_at, subject, response, message_id)
 WHERE sends.id = m.id AND sends.status = 'sending'"""
 
+#: the name of PG_MARK_ONE prepared on a connection (see `_prepared`)
+PG_MARK_NAME = b"journey_mark_sent"
 PG_MARK_ONE = b"""UPDATE sends SET status = 'sent', lease_until = NULL, error = NULL,
     sent_at = $1::timestamptz, subject = $2::text, response = $3::text, message_id = $4::text
 WHERE id = $5::bigint AND status = 'sending'"""

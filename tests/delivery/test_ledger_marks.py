@@ -54,3 +54,30 @@ def test_marks_in_a_row_are_all_committed_and_a_refused_later_one_is_still_an_er
         # the fourth mark goes on the other connection than the third (PostgreSQL)
         ledger.sent(ids[3], sent_at=NOW, subject="Hi", response="250", message_id=bad or "<3@x>")
     assert status_of(db, ids[3])[0] == ("sending" if bad else "sent")
+
+
+@pytest.mark.postgres
+def test_the_mark_is_prepared_once_per_session_and_kept_across_batches(db: Engine) -> None:
+    if db.dialect.name != "postgresql":
+        pytest.skip("the prepared mark is PostgreSQL's")
+    ids = [add_send(db, add_customer(db, n)) for n in range(6)]
+    claim(db, now=NOW, limit=10)
+    claim_batch(db, ids, NOW)
+    for batch in (ids[:3], ids[3:]):  # the second batch takes the same pooled connections again
+        with Ledger.open(db) as ledger:
+            for send_id in batch:
+                ledger.sent(send_id, sent_at=NOW, subject="Hi", response="250", message_id=f"<{send_id}@x>")
+            prepared = ledger.conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_prepared_statements WHERE name = 'journey_mark_sent'"
+            ).scalar_one()
+            assert prepared == 1
+    assert [status_of(db, i)[0] for i in ids] == ["sent"] * 6
+    # a session that lost its statement behind the ledger's back prepares it again
+    more = [add_send(db, add_customer(db, n)) for n in range(10, 12)]
+    claim(db, now=NOW, limit=10)
+    claim_batch(db, more, NOW)
+    with Ledger.open(db) as ledger:
+        ledger.conn.exec_driver_sql("DEALLOCATE ALL")
+        for send_id in more:
+            ledger.sent(send_id, sent_at=NOW, subject="Hi", response="250", message_id=f"<{send_id}@x>")
+    assert [status_of(db, i)[0] for i in more] == ["sent", "sent"]
