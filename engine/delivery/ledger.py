@@ -205,7 +205,11 @@ class _PostgresLedger(Ledger):
             pgconn.prepare(PG_MARK_NAME, PG_MARK_ONE)
             results = [pgconn.exec_prepared(PG_MARK_NAME, values)]
         failed = next(
-            ((r.error_message or b"").decode(errors="replace") for r in results if r.status != pq.ExecStatus.COMMAND_OK),
+            (
+                (r.error_message or b"").decode(errors="replace")
+                for r in results
+                if r.status != pq.ExecStatus.COMMAND_OK
+            ),
             None,
         )
         if failed is not None or pgconn.status != pq.ConnStatus.OK:
