@@ -16,6 +16,7 @@ import hashlib
 import string
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 import idna
 
@@ -131,6 +132,14 @@ def parse_address(text: object) -> Address:
     """Split and check an address; InvalidAddress with the reason when it is not one."""
     if not isinstance(text, str):
         raise InvalidAddress("is not a string")
+    return _parse(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse(text: str) -> Address:
+    """parse_address of a string, remembered: a worker parses each address of a batch twice (its
+    suppression-list hash when the batch loads, its envelope when the message is built). An
+    address that is not one raises again each time (exceptions are not cached)."""
     value = text.strip()
     if not value:
         raise InvalidAddress("is empty")
