@@ -177,6 +177,13 @@ enrollments = Table(
     Index("ix_enrollments_customer", "customer_id", "rule_id"),
 )
 
+#: (name, column, WHERE) of the sends' partial indexes
+SENDS_PARTIAL_INDEXES = (
+    ("ix_sends_message_id", "message_id", "message_id IS NOT NULL"),
+    ("ix_sends_failed_at", "failed_at", "failed_at IS NOT NULL"),
+    ("ix_sends_retrying", "attempts", "status = 'due' AND reason = 'retry'"),
+)
+
 #: the send ledger: one row per (rule, step, customer, occurrence), sent at most once
 sends = Table(
     "sends",
@@ -212,18 +219,11 @@ sends = Table(
     Index("ix_sends_customer_sent", "customer_id", "sent_at"),
     #: delivery feedback finds a send by the Message-ID it went out with; `journey health` the
     #: last hour's failures. Only rows where they are set (migration 0016): a send is written three
-    #: times before it has either
-    Index(
-        "ix_sends_message_id",
-        "message_id",
-        postgresql_where=text("message_id IS NOT NULL"),
-        sqlite_where=text("message_id IS NOT NULL"),
-    ),
-    Index(
-        "ix_sends_failed_at",
-        "failed_at",
-        postgresql_where=text("failed_at IS NOT NULL"),
-        sqlite_where=text("failed_at IS NOT NULL"),
+    #: times before it has either. And the sends retried for a transient failure, which
+    #: `journey health` and /metrics count (migration 0017)
+    *(
+        Index(name, column, postgresql_where=text(where), sqlite_where=text(where))
+        for name, column, where in SENDS_PARTIAL_INDEXES
     ),
 )
 

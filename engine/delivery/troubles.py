@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Engine, and_, func, literal_column, or_, select, update
 
 from engine.db.schema import customers, sends
 from engine.delivery.status import Reason, SendStatus
@@ -37,9 +37,12 @@ def _where(kind: str, now: datetime) -> Any:
     if kind == "stuck":
         return and_(sends.c.status == SendStatus.SENDING, sends.c.lease_until < now)
     if kind == "failing":
+        # through the partial index of these rows (ix_sends_retrying), whose WHERE names the
+        # status and reason: as constants here, so that a plan PostgreSQL keeps for the prepared
+        # statement (a /metrics scrape runs it again and again) can use it too
         return and_(
-            sends.c.status == SendStatus.DUE,
-            sends.c.reason == Reason.RETRY,
+            sends.c.status == literal_column(f"'{SendStatus.DUE.value}'"),
+            sends.c.reason == literal_column(f"'{Reason.RETRY.value}'"),
             sends.c.attempts >= FAILING_AFTER,
         )
     raise ValueError(f"unknown kind {kind!r}: one of {', '.join(KINDS)}")

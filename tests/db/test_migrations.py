@@ -28,7 +28,7 @@ def test_downgrade_to_the_first_revision_and_back(db: Engine) -> None:
     upgrade(db, "0001")
     assert current_revision(db) == "0001"
     upgrade(db)
-    assert current_revision(db) == "0016"
+    assert current_revision(db) == "0017"
 
 
 def test_customers_keep_room_for_in_place_updates_and_stage_is_not_indexed(db: Engine) -> None:
