@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, Select, func, select, text
 
 from engine.db.schema import sends
 from engine.delivery.troubles import _where, troubles
@@ -45,9 +45,9 @@ def test_the_failing_count_reads_the_retried_sends_index_not_every_due_send(db: 
     assert any("ix_sends_retrying" in line for line in plan), plan
 
 
-def _statement(db: Engine, query: object) -> tuple[str, Any]:
+def _statement(db: Engine, query: Select[Any]) -> tuple[str, Any]:
     """The statement and its parameters as the database receives them."""
-    compiled = query.compile(db)  # type: ignore[attr-defined]
+    compiled = query.compile(db)
     if compiled.positiontup is not None:
         return str(compiled), tuple(compiled.params[name] for name in compiled.positiontup)
     return str(compiled), compiled.params
