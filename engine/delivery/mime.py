@@ -5,10 +5,13 @@ that brings the providers' delivery reports back to their send (CONTRACT 14).
 The recipient's domain is IDNA-encoded; a recipient whose local part is not ASCII makes a message
 that needs SMTPUTF8 (RFC 6531/6532: the address goes raw, in UTF-8, into the envelope and To).
 
-The message is written straight to bytes (CRLF line ends, quoted-printable UTF-8 bodies, RFC 2047
-encoded words for non-ASCII headers): the standard library's generator folds every header through
-`email.header` and costs more than everything else a worker does for a message but rendering it.
-Any MIME parser reads the result (the tests parse it back with `email.message_from_bytes`).
+The message is written straight to bytes (CRLF line ends, RFC 2047 encoded words for non-ASCII
+headers): the standard library's generator folds every header through `email.header` and costs
+more than everything else a worker does for a message but rendering it. A body goes as it is
+(`7bit` when ASCII, `8bit` UTF-8 otherwise, RFC 6152) when its lines fit SMTP's 998 octets, else
+quoted-printable; a message with an 8bit body is sent with BODY=8BITMIME, and to a server that does
+not offer 8BITMIME as its quoted-printable form (`Email.seven_bit`). Any MIME parser reads the
+result (the tests parse it back with `email.message_from_bytes`).
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from __future__ import annotations
 import binascii
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from engine.addresses import InvalidAddress, parse_address
 from engine.delivery.render import Rendered
@@ -134,6 +138,19 @@ def _qp(text: str) -> str:
     return encoded.replace("\n", CRLF)
 
 
+def _body(text: str, quoted: bool) -> tuple[str, str]:
+    """(Content-Transfer-Encoding, the body with CRLF line ends) of a text part: as it is, `7bit`
+    (ASCII) or `8bit`, when every line fits SMTP's limit and there is no stray CR or NUL; else, or
+    when `quoted`, quoted-printable."""
+    body = text.replace("\r\n", "\n")
+    if not quoted and "\r" not in body and "\0" not in body:
+        ascii_ = body.isascii()
+        lines = body.encode("utf-8").split(b"\n") if not ascii_ else body.split("\n")
+        if max(map(len, lines)) <= MAX_LINE:
+            return ("7bit" if ascii_ else "8bit"), body.replace("\n", CRLF)
+    return "quoted-printable", _qp(body)
+
+
 @dataclass(frozen=True)
 class Email:
     """A message ready to leave: envelope addresses, its headers, and its bytes."""
@@ -144,6 +161,15 @@ class Email:
     raw: bytes
     #: the recipient's local part is not ASCII: only a server that offers SMTPUTF8 can take it
     smtputf8: bool = False
+    #: a body goes as 8bit UTF-8: sent with BODY=8BITMIME, or as `seven_bit()` to a server
+    #: that does not offer 8BITMIME
+    eight_bit: bool = False
+    #: the same message with its bodies quoted-printable (made only when asked)
+    quoted: Callable[[], Email] | None = None
+
+    def seven_bit(self) -> Email:
+        """This message for a server without 8BITMIME: every body quoted-printable."""
+        return self.quoted() if self.eight_bit and self.quoted is not None else self
 
     def __getitem__(self, name: str) -> str | None:
         """A header as written (encoded words stay encoded), or None."""
@@ -169,6 +195,7 @@ def build_email(
     unsubscribe_mailto: str | None = None,
     date: datetime,
     send_id: int | None = None,
+    quoted: bool = False,
 ) -> Email:
     """A multipart/alternative message (text, then HTML), or text/plain when there is no HTML.
 
@@ -178,12 +205,12 @@ def build_email(
     nothing. List-Id, Message-ID and X-Journey-Send-Key are on every message, and with `send_id`
     the providers' metadata headers (`metadata_headers`)."""
     from_header, envelope_from, domain = _sender(mail_from)
-    to_email, smtputf8 = recipient(to_email)
+    to_wire, smtputf8 = recipient(to_email)
     smtputf8 = smtputf8 or not envelope_from.isascii()
     mid = message_id(key, domain)
     headers: list[tuple[str, str]] = [
         ("From", from_header),
-        ("To", _address(to_name, to_email)),
+        ("To", _address(to_name, to_wire)),
         ("Subject", _text_header("Subject", rendered.subject)),
         ("Date", format_datetime(date)),
         ("Message-ID", mid),
@@ -199,32 +226,47 @@ def build_email(
         headers.append(("List-Unsubscribe", ", ".join(targets)))
         headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
     headers.append(("MIME-Version", "1.0"))
-    text_part = (
-        'Content-Type: text/plain; charset="utf-8"' + CRLF + "Content-Transfer-Encoding: quoted-printable"
-    )
     charset = "utf-8" if smtputf8 else "ascii"
+    again = partial(
+        build_email,
+        rendered=rendered,
+        mail_from=mail_from,
+        to_email=to_email,
+        to_name=to_name,
+        key=key,
+        rule_id=rule_id,
+        unsubscribe_url=unsubscribe_url,
+        unsubscribe_mailto=unsubscribe_mailto,
+        date=date,
+        send_id=send_id,
+        quoted=True,
+    )
+    text_cte, text_body = _body(rendered.text, quoted)
+    text_part = f'Content-Type: text/plain; charset="utf-8"{CRLF}Content-Transfer-Encoding: {text_cte}'
     if rendered.html is None:
         head = CRLF.join(f"{k}: {v}" for k, v in headers)
-        body = text_part + CRLF + CRLF + _qp(rendered.text)
-        raw = (head + CRLF + body).encode(charset)
-        return Email(envelope_from, to_email, tuple(headers), raw, smtputf8)
+        raw = (head + CRLF).encode(charset) + (text_part + CRLF + CRLF + text_body).encode("utf-8")
+        eight = text_cte == "8bit"
+        return Email(envelope_from, to_wire, tuple(headers), raw, smtputf8, eight, again if eight else None)
     boundary = "=_" + hashlib.sha256(key.encode()).hexdigest()[:24]
     headers.append(("Content-Type", f'multipart/alternative; boundary="{boundary}"'))
-    html_part = (
-        'Content-Type: text/html; charset="utf-8"' + CRLF + "Content-Transfer-Encoding: quoted-printable"
-    )
+    html_cte, html_body = _body(rendered.html, quoted)
+    html_part = f'Content-Type: text/html; charset="utf-8"{CRLF}Content-Transfer-Encoding: {html_cte}'
+    head = CRLF.join(f"{k}: {v}" for k, v in headers)
     parts = [
-        CRLF.join(f"{k}: {v}" for k, v in headers),
+        "",
         "",
         f"--{boundary}",
         text_part,
         "",
-        _qp(rendered.text),
+        text_body,
         f"--{boundary}",
         html_part,
         "",
-        _qp(rendered.html),
+        html_body,
         f"--{boundary}--",
         "",
     ]
-    return Email(envelope_from, to_email, tuple(headers), CRLF.join(parts).encode(charset), smtputf8)
+    raw = head.encode(charset) + CRLF.join(parts).encode("utf-8")
+    eight = "8bit" in (text_cte, html_cte)
+    return Email(envelope_from, to_wire, tuple(headers), raw, smtputf8, eight, again if eight else None)

@@ -47,7 +47,10 @@ def _marked(msg: Email) -> Email:
     """The message with the test header added (the headers are written out already)."""
     name, value = TEST_HEADER
     return dataclasses.replace(
-        msg, headers=(*msg.headers, TEST_HEADER), raw=f"{name}: {value}\r\n".encode() + msg.raw
+        msg,
+        headers=(*msg.headers, TEST_HEADER),
+        raw=f"{name}: {value}\r\n".encode() + msg.raw,
+        quoted=(lambda: _marked(msg.seven_bit())) if msg.eight_bit else None,
     )
 
 

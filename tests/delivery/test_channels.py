@@ -41,9 +41,11 @@ def email(
     subject: str = "Your cart",
     unsubscribe: str | None = "https://shop.example.com/u/tok",
     mailto: str | None = None,
+    text: str = "Hello Ada",
+    html: str = "<p>Hello <b>Ada</b></p>",
 ) -> Email:
     return build_email(
-        rendered=Rendered(subject=subject, html="<p>Hello <b>Ada</b></p>", text="Hello Ada"),
+        rendered=Rendered(subject=subject, html=html, text=text),
         mail_from="Shop <hello@shop.example.com>",
         to_email=to,
         to_name="Ada",
@@ -109,8 +111,32 @@ def test_non_ascii_names_and_bodies_survive_the_trip() -> None:
     assert str(make_header(decode_header(parsed["From"]))) == "Läden GmbH <hello@shop.example.com>"
     plain, html = (bytes(p.get_payload(decode=True)).decode() for p in parsed.walk() if not p.is_multipart())
     assert plain.replace("\r\n", "\n") == text and html == "<p>Grüße</p>"  # CRLF: canonical text
-    assert all(len(line) <= 78 for line in msg.as_bytes().split(b"\r\n")[10:])  # bodies stay short-lined
+    # the bodies go as they are (8bit, RFC 6152): SMTP's limit of 998 octets a line holds
+    assert msg.eight_bit and [p["Content-Transfer-Encoding"] for p in parsed.walk()][1:] == ["8bit", "8bit"]
+    assert all(len(line) <= 998 for line in msg.as_bytes().split(b"\r\n"))
     assert (msg.sender, msg.recipient) == ("hello@shop.example.com", "zoe@example.com")
+    # for a server without 8BITMIME: quoted-printable, short lines, the same text
+    quoted = msg.seven_bit()
+    again = message_from_bytes(quoted.as_bytes())
+    assert not quoted.eight_bit and quoted["Message-ID"] == msg["Message-ID"]
+    assert [p["Content-Transfer-Encoding"] for p in again.walk()][1:] == ["quoted-printable"] * 2
+    assert all(len(line) <= 78 for line in quoted.as_bytes().split(b"\r\n")[10:])
+    plain, html = (bytes(p.get_payload(decode=True)).decode() for p in again.walk() if not p.is_multipart())
+    assert plain.replace("\r\n", "\n") == text and html == "<p>Grüße</p>"
+
+
+def test_a_body_goes_quoted_printable_when_a_line_is_too_long_for_smtp() -> None:
+    ascii_text = "Hello\n" + "x" * 1200 + "\n"
+    msg = email(text=ascii_text)
+    parsed = message_from_bytes(msg.as_bytes())
+    part = next(p for p in parsed.walk() if not p.is_multipart())
+    assert part["Content-Transfer-Encoding"] == "quoted-printable"
+    assert all(len(line) <= 78 for line in msg.as_bytes().split(b"\r\n"))
+    assert bytes(part.get_payload(decode=True)).decode().replace("\r\n", "\n") == ascii_text
+    # short ASCII lines need no encoding at all, and nothing of SMTP's 8BITMIME
+    short = email(text="Hello Ada\n")
+    assert not short.eight_bit
+    assert "Content-Transfer-Encoding: 7bit" in short.as_bytes().decode()
 
 
 def test_a_long_unsubscribe_url_stays_on_one_line() -> None:

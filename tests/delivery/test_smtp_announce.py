@@ -118,3 +118,45 @@ def test_pipelining_can_be_turned_off_for_a_relay_that_mishandles_it() -> None:
         smtp.close()
     assert server.received() == ["a@example.com", "b@example.com"]
     assert email_channel(f"smtp://127.0.0.1:{port}").pipelining is True  # type: ignore[union-attr]
+
+
+class Without8Bit(PipeliningRecorder):
+    """A server that offers PIPELINING but not 8BITMIME (RFC 6152); records MAIL's options."""
+
+    def __init__(self, offer_8bit: bool) -> None:
+        super().__init__()
+        self.offer_8bit = offer_8bit
+        self.options: list[list[str]] = []
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        offered = await super().handle_EHLO(server, session, envelope, hostname, responses)
+        return [r for r in offered if self.offer_8bit or r != "250-8BITMIME"]
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.options.append(list(envelope.mail_options))
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.mark.parametrize("offer_8bit", [True, False])
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_an_8bit_body_goes_as_the_server_can_take_it(offer_8bit: bool, pipelining: bool) -> None:
+    text = "Grüße, Zoë!\n.a line that starts with a dot\n"
+    mails = [email(f"c{n}@example.com", occurrence=n, text=text, html="<p>Grüße</p>") for n in range(3)]
+    assert all(m.eight_bit for m in mails)
+    with serving(Without8Bit(offer_8bit)) as (server, port):
+        smtp = email_channel(f"smtp://127.0.0.1:{port}?pipelining={int(pipelining)}")
+        assert isinstance(smtp, SmtpEmailChannel)
+        for n, msg in enumerate(mails):
+            smtp.announce(mails[n + 1] if n + 1 < len(mails) else None)
+            assert smtp.send(msg).startswith("250")
+        smtp.close()
+    assert len(server.messages) == 3
+    for options, received in zip(server.options, server.messages, strict=True):
+        assert ("BODY=8BITMIME" in options) is offer_8bit
+        encodings = [p["Content-Transfer-Encoding"] for p in received.walk() if not p.is_multipart()]
+        assert encodings == (["8bit", "8bit"] if offer_8bit else ["quoted-printable"] * 2)
+        plain, html = (p.get_payload(decode=True) for p in received.walk() if not p.is_multipart())
+        assert isinstance(plain, bytes) and isinstance(html, bytes)
+        assert plain.decode().replace("\r\n", "\n") == text and html.decode() == "<p>Grüße</p>"

@@ -170,7 +170,10 @@ class SmtpEmailChannel:
                 if self._pipelining and not options:
                     refused = self._pipelined(msg, following)
                 else:
-                    refused = self._smtp.sendmail(msg.sender, [msg.recipient], msg.raw, mail_options=options)
+                    raw, body = _on_wire(self._smtp, msg)
+                    refused = self._smtp.sendmail(
+                        msg.sender, [msg.recipient], raw, mail_options=options + body
+                    )
             except smtplib.SMTPRecipientsRefused as exc:
                 code, text = next(iter(exc.recipients.values()))
                 raise DeliveryError(
@@ -219,7 +222,7 @@ class SmtpEmailChannel:
         if data[0] != 354:
             _reset_or_close(smtp, data[0])
             raise smtplib.SMTPDataError(data[0], data[1])
-        body = _LEADING_DOT.sub(b"..", msg.raw)
+        body = _dot_stuffed(_on_wire(smtp, msg)[0])
         body += b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n"
         if following is not None and following is not msg and not following.smtputf8:
             body += _envelope(smtp, following).encode("ascii")
@@ -234,15 +237,34 @@ class SmtpEmailChannel:
         return {}
 
 
-_LEADING_DOT = re.compile(rb"(?m)^\.")
+def _dot_stuffed(raw: bytes) -> bytes:
+    """Every line that starts with a dot gets a second one (RFC 5321 4.5.2), as smtplib's
+    `data` does, without a regular expression over the whole message."""
+    body = raw.replace(b"\n.", b"\n..")
+    return b"." + body if body.startswith(b".") else body
+
+
 #: a bare address (no display name, comment, quotes or brackets): quoteaddr would only bracket it
 _BARE = re.compile(r"[^\s<>()\[\]\\,;:\"@]+@[^\s<>()\[\]\\,;:\"@]+")
 
 
+def _on_wire(smtp: smtplib.SMTP, msg: Email) -> tuple[bytes, tuple[str, ...]]:
+    """The bytes of `msg` as this server takes them, and the MAIL FROM option they need: a message
+    with an 8bit body goes with BODY=8BITMIME (RFC 6152) to a server that offers it, and with its
+    bodies quoted-printable to one that does not."""
+    if not msg.eight_bit:
+        return msg.raw, ()
+    if smtp.has_extn("8bitmime"):
+        return msg.raw, ("BODY=8BITMIME",)
+    return msg.seven_bit().raw, ()
+
+
 def _envelope(smtp: smtplib.SMTP, msg: Email) -> str:
     """MAIL, RCPT and DATA for `msg`, as one write."""
-    size = f" SIZE={len(msg.raw)}" if smtp.has_extn("size") else ""
-    return f"MAIL FROM:{_angled(msg.sender)}{size}\r\nRCPT TO:{_angled(msg.recipient)}\r\nDATA\r\n"
+    raw, body = _on_wire(smtp, msg)
+    size = f" SIZE={len(raw)}" if smtp.has_extn("size") else ""
+    params = size + "".join(f" {option}" for option in body)
+    return f"MAIL FROM:{_angled(msg.sender)}{params}\r\nRCPT TO:{_angled(msg.recipient)}\r\nDATA\r\n"
 
 
 def _angled(address: str) -> str:
