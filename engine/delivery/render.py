@@ -242,18 +242,19 @@ class Templates:
         if template is None:
             template = self._load(filename)
         out: list[str] = []
-        size = 0
+        size, limit = 0, self.max_output_chars
         previous = self.env.start(self.max_seconds)
+        deadline, clock = time.monotonic() + self.max_seconds, time.monotonic
         try:
             for chunk in template.generate(**context):
                 out.append(chunk)
                 size += len(chunk)
-                if size > self.max_output_chars:
+                if size > limit:
                     raise TemplateError(
-                        f"output passed {self.max_output_chars:,} characters: is a loop running away?",
-                        file=filename,
+                        f"output passed {limit:,} characters: is a loop running away?", file=filename
                     )
-                self.env.check_time()
+                if clock() > deadline:
+                    self.env.check_time()  # raises RenderLimit (the sandbox's own deadline)
         except TemplateError:
             raise
         except RenderLimit as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any
 
 from jinja2 import nodes, pass_eval_context
@@ -74,6 +74,12 @@ class Sandbox(ImmutableSandboxedEnvironment):
         for name in ("center", "indent", "format", "replace", "wordwrap", "truncate"):
             self.filters[name] = _sized(self.filters[name])
         self.globals["lipsum"] = _lipsum
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        """A template's globals as a plain dict over the environment's, taken when it is loaded
+        (Jinja's ChainMap is iterated again for every render; Jinja asks not to change globals
+        after a template is loaded, and Templates sets them before)."""
+        return {**self.globals, **(d or {})}
 
     # ------------------------------------------------------------------------------- time
 
