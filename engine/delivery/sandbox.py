@@ -130,6 +130,12 @@ class Sandbox(ImmutableSandboxedEnvironment):
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         __self.check_time()
         owner = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)
+        if getattr(type(owner), "template_safe", False):
+            # a public method of a class made for templates (links.track): no checks to make, and
+            # nothing of Jinja's own (the loop and block variables it passes along) to give it
+            kwargs.pop("_loop_vars", None)
+            kwargs.pop("_block_vars", None)
+            return __obj(*args, **kwargs)
         if isinstance(owner, (str, list, tuple)):
             for value in (*args, *kwargs.values()):
                 if isinstance(value, int) and abs(value) > MAX_SIZE:
