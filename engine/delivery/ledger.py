@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, select
 
 from engine.db.schema import customers, sends, suppressions, unsubscribes
+from engine.db.types import among
 from engine.delivery.policies import Looked, look_verdicts
 from engine.delivery.status import SendRow, SendStatus
 
@@ -30,7 +31,7 @@ def claim_batch(engine: Engine, ids: Sequence[int], now: datetime, lease: timede
     with engine.begin() as conn:
         claimed = conn.execute(
             sends.update()
-            .where(sends.c.id.in_(list(ids)), sends.c.status == SendStatus.QUEUED)
+            .where(among(engine.dialect, sends.c.id, ids), sends.c.status == SendStatus.QUEUED)
             .values(status=SendStatus.SENDING, lease_until=now + lease, attempts=sends.c.attempts + 1)
             .returning(*(sends.c[f.name] for f in fields(SendRow)))
         ).all()

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Select, func, select
 
 from engine.addresses import hash_of
 from engine.db.schema import customers, enrollments, event_summary, events, sends, unsubscribes
+from engine.db.types import among
 from engine.delivery.status import Reason, SendRow, SendStatus
 from engine.pauses import paused_ids
 from engine.rules.model import FrequencyCap, Rule, SettingsFile
@@ -94,7 +95,7 @@ def load_facts(
     customer_ids = [r.customer_id for r in rows]
     enrollment_ids = [r.enrollment_id for r in rows if r.enrollment_id is not None]
     for chunk in _chunks(customer_ids):
-        for c in conn.execute(select(customers).where(customers.c.id.in_(chunk))):
+        for c in conn.execute(select(customers).where(among(conn.dialect, customers.c.id, chunk))):
             facts.customers[c.id] = c
             facts.address_hash[c.id] = hash_of(c.email)
         hashes = [h for cid in chunk if (h := facts.address_hash.get(cid)) is not None]
@@ -102,7 +103,8 @@ def load_facts(
         if exit_names:
             for s in conn.execute(
                 select(event_summary.c.customer_id, event_summary.c.name, event_summary.c.last_at).where(
-                    event_summary.c.customer_id.in_(chunk), event_summary.c.name.in_(exit_names)
+                    among(conn.dialect, event_summary.c.customer_id, chunk),
+                    event_summary.c.name.in_(exit_names),
                 )
             ):
                 facts.last_event[(s.customer_id, s.name)] = s.last_at
@@ -110,7 +112,7 @@ def load_facts(
             for cid, priority, n in conn.execute(
                 select(sends.c.customer_id, sends.c.priority, func.count())
                 .where(
-                    sends.c.customer_id.in_(chunk),
+                    among(conn.dialect, sends.c.customer_id, chunk),
                     sends.c.status == "sent",
                     sends.c.transactional.is_(False),
                     sends.c.channel == "email",
@@ -128,13 +130,13 @@ def load_facts(
                 enrollments.c.entered_at,
                 enrollments.c.customer_id,
                 enrollments.c.trigger_event_id,
-            ).where(enrollments.c.id.in_(chunk))
+            ).where(among(conn.dialect, enrollments.c.id, chunk))
         ):
             facts.enrollments[e.id] = e
             if e.trigger_event_id is not None:
                 trigger_ids.append(e.trigger_event_id)
     for chunk in _chunks(trigger_ids):
-        for ev in conn.execute(select(events).where(events.c.id.in_(chunk))):
+        for ev in conn.execute(select(events).where(among(conn.dialect, events.c.id, chunk))):
             facts.trigger_events[ev.id] = ev
     return facts
 

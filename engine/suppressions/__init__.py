@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, case, delete, select
 from engine.addresses import HASH_PREFIX, InvalidAddress, hash_normalised, normalise
 from engine.db import upsert, write_tx
 from engine.db.schema import suppressions
+from engine.db.types import among
 
 
 class SuppressionReason(StrEnum):
@@ -139,7 +140,7 @@ def reasons_of(conn: Connection, hashes: Iterable[str]) -> dict[str, str]:
         chunk = wanted[start : start + 1000]
         for h, reason in conn.execute(
             select(suppressions.c.address_hash, suppressions.c.reason).where(
-                suppressions.c.address_hash.in_(chunk)
+                among(conn.dialect, suppressions.c.address_hash, chunk)
             )
         ):
             found[h] = reason
