@@ -171,11 +171,12 @@ PG_SUMMARY_FOLD = """ON CONFLICT (customer_id, name) DO UPDATE SET
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 #: insert_events + fold_summary for keyed rows: a message id already stored (or twice in the
-#: batch: the first wins) is skipped, and only the stored rows are folded, newest properties kept
+#: batch: the first wins) is skipped, and only the stored rows are folded, newest properties kept.
+#: The arrays go in binary (`%(x)b`): as text, the driver quotes and escapes every element
 _PG_RECORD_KEYED = f"""WITH given AS (
     SELECT DISTINCT ON (g.message_id) g.*
-    FROM unnest(%(customer_id)s::bigint[], %(name)s::text[], %(ts)s::timestamptz[],
-                %(message_id)s::text[], %(properties)s::jsonb[])
+    FROM unnest(%(customer_id)b::bigint[], %(name)b::text[], %(ts)b::timestamptz[],
+                %(message_id)b::text[], %(properties)b::jsonb[])
          WITH ORDINALITY AS g (customer_id, name, ts, message_id, properties, ord)
     ORDER BY g.message_id, g.ord
 ), stored AS (

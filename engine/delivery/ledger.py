@@ -343,8 +343,8 @@ MARK_SENT = (
 
 PG_MARK_SENT = """UPDATE sends SET status = 'sent', lease_until = NULL, error = NULL, sent_at = m.sent_at,
     subject = m.subject, response = m.response, message_id = m.message_id
-FROM unnest(%(mark_id)s::bigint[], %(mark_sent_at)s::timestamptz[], %(mark_subject)s::text[],
-            %(mark_response)s::text[], %(mark_message_id)s::text[])
+FROM unnest(%(mark_id)b::bigint[], %(mark_sent_at)b::timestamptz[], %(mark_subject)b::text[],
+            %(mark_response)b::text[], %(mark_message_id)b::text[])
      AS m (id, sent_at, subject, response, message_id)
 WHERE sends.id = m.id AND sends.status = 'sending'"""
 
@@ -356,18 +356,20 @@ WHERE id = $5::bigint AND status = 'sending'"""
 
 #: (1, send id, attempts) for each send still 'sending'; (2, customer id, 1 when bounced) for each
 #: customer that exists; (3, customer id, -, channel, topic) for each of their unsubscribes;
-#: (4, -, -, address hash, reason) for each of the group's addresses on the suppression list
+#: (4, -, -, address hash, reason) for each of the group's addresses on the suppression list.
+#: Its arrays, and PG_MARK_SENT's, go in binary (`%(x)b`): as text, the driver quotes and escapes
+#: every element
 PG_LOOK = """SELECT 1, id, attempts, NULL, NULL FROM sends
-WHERE id = ANY(%(look_send)s::bigint[]) AND status = 'sending'
+WHERE id = ANY(%(look_send)b::bigint[]) AND status = 'sending'
 UNION ALL
 SELECT 2, id, CASE WHEN email_suppressed_at IS NULL THEN 0 ELSE 1 END, NULL, NULL FROM customers
-WHERE id = ANY(%(look_customer)s::bigint[])
+WHERE id = ANY(%(look_customer)b::bigint[])
 UNION ALL
 SELECT 3, customer_id, NULL, channel, topic FROM unsubscribes
-WHERE customer_id = ANY(%(look_customer)s::bigint[])
+WHERE customer_id = ANY(%(look_customer)b::bigint[])
 UNION ALL
 SELECT 4, NULL, NULL, address_hash, reason FROM suppressions
-WHERE address_hash = ANY(%(look_address)s::text[])"""
+WHERE address_hash = ANY(%(look_address)b::text[])"""
 
 
 def _cas(send_id: int, status: SendStatus, values: dict[str, Any]) -> Any:
