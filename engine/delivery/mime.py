@@ -77,13 +77,19 @@ def parse_feedback_token(value: object) -> tuple[int, str] | None:
 def metadata_headers(token: str) -> list[tuple[str, str]]:
     """The send's token as each provider's metadata: SendGrid unique_args, Mailgun variables,
     Postmark metadata, an SES message tag (each provider removes its own headers)."""
-    args = json.dumps({METADATA_KEY: token}, separators=(",", ":"))
+    args = f'{{"{METADATA_KEY}":{json.dumps(token)}}}'
     return [
         ("X-SMTPAPI", f'{{"unique_args":{args}}}'),
         ("X-Mailgun-Variables", args),
         (f"X-PM-Metadata-{METADATA_KEY}", token),
         ("X-SES-MESSAGE-TAGS", f"{METADATA_KEY}={token}"),
     ]
+
+
+@lru_cache(maxsize=8)
+def _date_header(date: datetime) -> str:
+    """The Date header of `date` (a batch's messages share their time: made once)."""
+    return format_datetime(date)
 
 
 @lru_cache(maxsize=16)
@@ -212,7 +218,7 @@ def build_email(
         ("From", from_header),
         ("To", _address(to_name, to_wire)),
         ("Subject", _text_header("Subject", rendered.subject)),
-        ("Date", format_datetime(date)),
+        ("Date", _date_header(date)),
         ("Message-ID", mid),
         ("List-Id", f"<{rule_id.replace('_', '-')}.{domain}>"),
         ("X-Journey-Send-Key", _clean(key)),
