@@ -134,7 +134,7 @@ class Templates:
         self._checked = now
         cache = self.env.cache
         if cache is not None and not all(t.is_up_to_date for t in list(cache.values())):
-            cache.clear()
+            self.env.forget()
 
     def _has(self, name: str) -> bool:
         """Whether a template file exists (asked once per file: a worker renders thousands)."""

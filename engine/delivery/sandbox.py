@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any
 
-from jinja2 import nodes, pass_eval_context
+from jinja2 import Template, nodes, pass_eval_context
 from jinja2.ext import Extension
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, markup_join, str_join
@@ -71,9 +71,27 @@ class Sandbox(ImmutableSandboxedEnvironment):
         options["extensions"] = [*options.get("extensions", ()), LoopLimit]
         super().__init__(**options)
         self._deadline = _Deadline()
+        self._loaded: dict[str, Template] = {}
         for name in ("center", "indent", "format", "replace", "wordwrap", "truncate"):
             self.filters[name] = _sized(self.filters[name])
         self.globals["lipsum"] = _lipsum
+
+    def _load_template(self, name: str, globals: MutableMapping[str, Any] | None) -> Template:
+        """Jinja's template cache, without its lock and key making for a template already loaded
+        (a message looks up five: its subject and bodies, the layout they extend, the macros);
+        `forget` empties both."""
+        template = self._loaded.get(name)
+        if template is None:
+            template = self._loaded[name] = super()._load_template(name, globals)
+        elif globals:
+            template.globals.update(globals)
+        return template
+
+    def forget(self) -> None:
+        """Drop every compiled template: the next use loads and compiles it again."""
+        self._loaded.clear()
+        if self.cache is not None:
+            self.cache.clear()
 
     def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
         """A template's globals as a plain dict over the environment's, taken when it is loaded
