@@ -231,7 +231,10 @@ class _PostgresLedger(Ledger):
             "look_customer": sorted({item.customer_id for item in items}),
             "look_address": _addresses(items),
         }
-        return look_verdicts(items, list(self.conn.exec_driver_sql(PG_LOOK, params)))
+        # straight to the driver: a small read made for every group, whose rows need nothing of
+        # SQLAlchemy's result handling
+        with _cursor(self.conn) as cursor:
+            return look_verdicts(items, cursor.execute(PG_LOOK, params).fetchall())
 
 
 class _SqliteLedger(Ledger):
@@ -277,6 +280,11 @@ def _prepared(conn: Connection) -> Any:
             raise OSError(f"the 'sent' mark could not be prepared: {(result.error_message or b'').decode()}")
         info[PG_MARK_NAME] = pgconn
     return pgconn
+
+
+def _cursor(conn: Connection) -> Any:
+    """A cursor of the connection's driver (psycopg)."""
+    return conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
 
 
 def _columns(marks: list[dict[str, Any]]) -> dict[str, list[Any]]:
