@@ -36,7 +36,8 @@ def claim_batch(engine: Engine, ids: Sequence[int], now: datetime, lease: timede
             .returning(*(sends.c[f.name] for f in fields(SendRow)))
         ).all()
     order = {int(i): n for n, i in enumerate(ids)}
-    return sorted((SendRow.of(r._mapping) for r in claimed), key=lambda r: order.get(r.id, 0))
+    # RETURNING lists SendRow's fields in their order: each row is the dataclass's arguments
+    return sorted((SendRow(*r) for r in claimed), key=lambda r: order.get(r.id, 0))
 
 
 class Ledger:

@@ -43,9 +43,16 @@ def sender_domain(mail_from: str) -> str:
     return _sender(mail_from)[2]
 
 
+@lru_cache(maxsize=64)
+def _key_digest(key: str) -> str:
+    """SHA-256 of a send key in hex: its Message-ID, feedback token and MIME boundary are cut from
+    it (made once for the three)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 def message_id(key: str, domain: str) -> str:
     """The same on every retry of the same send, so a resend after a crash is recognisable."""
-    return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
+    return f"<{_key_digest(key)[:32]}@{domain}>"
 
 
 #: the name of the metadata every provider echoes in its reports (CONTRACT 14)
@@ -59,7 +66,7 @@ def feedback_token(send_id: int, key: str) -> str:
     its send key. Short, opaque and made of the characters every provider keeps (SES tags take
     letters, digits, `_` and `-` only); the digest makes it unguessable and tells apart the sends
     of two databases that report to one provider account."""
-    return f"{send_id}-{hashlib.sha256(key.encode()).hexdigest()[:TOKEN_DIGEST]}"
+    return f"{send_id}-{_key_digest(key)[:TOKEN_DIGEST]}"
 
 
 def parse_feedback_token(value: object) -> tuple[int, str] | None:
@@ -254,7 +261,7 @@ def build_email(
         raw = (head + CRLF).encode(charset) + (text_part + CRLF + CRLF + text_body).encode("utf-8")
         eight = text_cte == "8bit"
         return Email(envelope_from, to_wire, tuple(headers), raw, smtputf8, eight, again if eight else None)
-    boundary = "=_" + hashlib.sha256(key.encode()).hexdigest()[:24]
+    boundary = "=_" + _key_digest(key)[:24]
     headers.append(("Content-Type", f'multipart/alternative; boundary="{boundary}"'))
     html_cte, html_body = _body(rendered.html, quoted)
     html_part = f'Content-Type: text/html; charset="utf-8"{CRLF}Content-Transfer-Encoding: {html_cte}'

@@ -12,6 +12,7 @@ import json
 import time
 from base64 import urlsafe_b64encode
 from collections.abc import Sequence
+from functools import lru_cache
 from json.encoder import encode_basestring as _quoted  # type: ignore[attr-defined]
 from typing import Any
 
@@ -53,6 +54,12 @@ def _compact_json(payload: Any) -> str:
 def _b64(data: bytes) -> bytes:
     """itsdangerous' base64: URL-safe, without padding."""
     return urlsafe_b64encode(data).rstrip(b"=")
+
+
+@lru_cache(maxsize=4)
+def _stamp(seconds: int) -> bytes:
+    """itsdangerous' timestamp of a token: the same for every link signed in the same second."""
+    return _b64(int_to_bytes(seconds))
 
 
 #: payloads of at least this many bytes of JSON are compressed when that makes them shorter
@@ -105,7 +112,7 @@ class Signer:
         body = base64_encode(data) if len(data) < COMPRESS_FROM else serializer.dump_payload(payload)
         # TimestampSigner.sign, with the key derived once
         template, sep = self._macs[purpose]
-        value = body + sep + _b64(int_to_bytes(int(time.time())))
+        value = body + sep + _stamp(int(time.time()))
         mac = template.copy()
         mac.update(value)
         return (value + sep + _b64(mac.digest())).decode("utf-8")
