@@ -95,7 +95,7 @@ def load_facts(
     customer_ids = [r.customer_id for r in rows]
     enrollment_ids = [r.enrollment_id for r in rows if r.enrollment_id is not None]
     for chunk in _chunks(customer_ids):
-        for c in conn.execute(select(customers).where(among(conn.dialect, customers.c.id, chunk))):
+        for c in conn.execute(select(customers).where(among(conn.dialect, customers.c.id, chunk))).all():
             facts.customers[c.id] = c
             facts.address_hash[c.id] = hash_of(c.email)
         hashes = [h for cid in chunk if (h := facts.address_hash.get(cid)) is not None]
@@ -106,7 +106,7 @@ def load_facts(
                     among(conn.dialect, event_summary.c.customer_id, chunk),
                     event_summary.c.name.in_(exit_names),
                 )
-            ):
+            ).all():
                 facts.last_event[(s.customer_id, s.name)] = s.last_at
         if cap_per is not None:
             for cid, priority, n in conn.execute(
@@ -119,7 +119,7 @@ def load_facts(
                     sends.c.sent_at > now - cap_per,
                 )
                 .group_by(sends.c.customer_id, sends.c.priority)
-            ):
+            ).all():
                 facts.recent_sends.setdefault(cid, {})[int(priority)] = int(n)
     trigger_ids = []
     for chunk in _chunks(enrollment_ids):
@@ -131,12 +131,12 @@ def load_facts(
                 enrollments.c.customer_id,
                 enrollments.c.trigger_event_id,
             ).where(among(conn.dialect, enrollments.c.id, chunk))
-        ):
+        ).all():
             facts.enrollments[e.id] = e
             if e.trigger_event_id is not None:
                 trigger_ids.append(e.trigger_event_id)
     for chunk in _chunks(trigger_ids):
-        for ev in conn.execute(select(events).where(among(conn.dialect, events.c.id, chunk))):
+        for ev in conn.execute(select(events).where(among(conn.dialect, events.c.id, chunk))).all():
             facts.trigger_events[ev.id] = ev
     return facts
 
