@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import JSON, BigInteger, ColumnElement, DateTime, Integer, Text, any_, bindparam
-from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -54,11 +53,6 @@ def among(dialect: Dialect, column: Any, values: Sequence[Any]) -> ColumnElement
     where an IN list of 200 keys is 200 parameters to build, send and parse on every execution
     (a worker's batch runs several such reads); on SQLite an IN list."""
     if dialect.name == "postgresql":
-        if isinstance(column.type, (BigInteger, Integer)):
-            # whole numbers as the array's text ('{1,2,3}'): one string for the driver to send,
-            # not a list whose every element it converts and checks for quoting
-            keys = "{" + ",".join(str(int(v)) for v in values) + "}"
-            array = sql_cast(bindparam(None, keys, type_=Text()), ARRAY(BigInteger()))
-            return cast(ColumnElement[bool], column == any_(array))
-        return cast(ColumnElement[bool], column == any_(bindparam(None, list(values), type_=ARRAY(Text()))))
+        item = BigInteger() if isinstance(column.type, (BigInteger, Integer)) else Text()
+        return cast(ColumnElement[bool], column == any_(bindparam(None, list(values), type_=ARRAY(item))))
     return cast(ColumnElement[bool], column.in_(list(values)))
